@@ -1,0 +1,491 @@
+//! The consensus actor: owns the pure [`RaftCore`] and turns its [`Effect`]s into messages
+//! to the other actors and to peers. It is also where client requests enter the protocol:
+//! proposals, linearizable reads and forwarding to the leader.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use log::{debug, error, info};
+use tokio::sync::oneshot;
+
+use super::election_timer::{ElectionTimeout, ElectionTimer, ResetTimer, StopTimer};
+use super::log_store::{LogStore, PersistCmd, StopLogStore};
+use super::replicator::{
+    HeartbeatNow, PeerResponse, ReplicationLimits, Replicator, StopReplicator, Wake,
+};
+use super::state_machine::{
+    Applied, Apply, AwaitApplied, ReadAt, ReadLocal, StateMachine, StopStateMachine,
+};
+use crate::kv::{ClientRequest, ClientResponse, Command, ReadConsistency};
+use crate::net::{Inbound, Transport};
+use crate::raft::{
+    Effect, LogIndex, LogSlice, Message, NodeId, Payload, RaftCore, ReadId, Role, Term,
+};
+
+/// A client request entering at this node (`forwarded` when another node sent it here).
+#[derive(actix::Message)]
+#[rtype(result = "ClientResponse")]
+pub struct ClientCall {
+    pub request: ClientRequest,
+    pub forwarded: bool,
+}
+
+/// A Replicator asks what to send from `next_index` on.
+#[derive(actix::Message)]
+#[rtype(result = "LogSlice")]
+pub struct ReadLog {
+    pub term: Term,
+    pub next_index: LogIndex,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+/// A Replicator's progress report.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Replicated {
+    pub term: Term,
+    pub peer: NodeId,
+    pub match_index: LogIndex,
+    pub read_seq: u64,
+}
+
+/// The node's state for `/status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub role: String,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit_index: LogIndex,
+    pub last_applied: LogIndex,
+    pub last_log_index: LogIndex,
+    pub snapshot_index: LogIndex,
+    pub voted_for: Option<NodeId>,
+}
+
+#[derive(actix::Message)]
+#[rtype(result = "NodeStatus")]
+pub struct GetStatus;
+
+/// Stop this node's actors (shutdown, or a simulated crash).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Timing and batching knobs of the protocol.
+#[derive(Clone, Copy, Debug)]
+pub struct RaftOptions {
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub heartbeat_interval: Duration,
+    pub max_entries_per_append: usize,
+    pub max_bytes_per_append: usize,
+    pub max_inflight: usize,
+    /// Simulated fsync time (in-memory storage only).
+    pub sim_fsync_latency: Duration,
+}
+
+impl Default for RaftOptions {
+    fn default() -> Self {
+        RaftOptions {
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            heartbeat_interval: Duration::from_millis(50),
+            max_entries_per_append: 1024,
+            max_bytes_per_append: 4 * 1024 * 1024,
+            max_inflight: 8,
+            sim_fsync_latency: Duration::from_millis(1),
+        }
+    }
+}
+
+pub struct Consensus {
+    core: RaftCore,
+    options: RaftOptions,
+    transport: Arc<dyn Transport>,
+    timer: Addr<ElectionTimer>,
+    timer_generation: u64,
+    log_store: Addr<LogStore>,
+    state_machine: Addr<StateMachine>,
+    replicators: BTreeMap<NodeId, Addr<Replicator>>,
+    next_read_id: ReadId,
+    reads: HashMap<ReadId, (String, oneshot::Sender<ClientResponse>)>,
+    next_forward_id: u64,
+    forwards: HashMap<u64, oneshot::Sender<ClientResponse>>,
+    last_applied: LogIndex,
+    stopped: bool,
+}
+
+impl Consensus {
+    pub fn new(
+        core: RaftCore,
+        options: RaftOptions,
+        transport: Arc<dyn Transport>,
+        timer: Addr<ElectionTimer>,
+        log_store: Addr<LogStore>,
+        state_machine: Addr<StateMachine>,
+        last_applied: LogIndex,
+    ) -> Self {
+        Consensus {
+            core,
+            options,
+            transport,
+            timer,
+            timer_generation: 0,
+            log_store,
+            state_machine,
+            replicators: BTreeMap::new(),
+            next_read_id: 1,
+            reads: HashMap::new(),
+            next_forward_id: 1,
+            forwards: HashMap::new(),
+            last_applied,
+            stopped: false,
+        }
+    }
+
+    fn id(&self) -> NodeId {
+        self.core.id()
+    }
+
+    /// Carries out what the core decided, in order.
+    fn run(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                Effect::Persist(batch) => {
+                    let seq = batch.seq;
+                    let write = self.log_store.send(PersistCmd(batch));
+                    ctx.spawn(fut::wrap_future::<_, Self>(write).map(
+                        move |res, act, ctx| match res {
+                            Ok(Ok(())) => {
+                                let effects = act.core.on_persisted(seq);
+                                act.run(effects, ctx);
+                            }
+                            Ok(Err(e)) => act.fatal(&format!("storage write failed: {}", e), ctx),
+                            Err(_) => act.fatal("log store stopped", ctx),
+                        },
+                    ));
+                }
+                Effect::Send { to, msg } => self.transport.send(to, msg),
+                Effect::ResetElectionTimer => {
+                    self.timer_generation += 1;
+                    self.timer.do_send(ResetTimer {
+                        generation: self.timer_generation,
+                    });
+                }
+                Effect::BecameLeader { term, next_index } => {
+                    self.stop_replicators();
+                    let limits = ReplicationLimits {
+                        heartbeat: self.options.heartbeat_interval,
+                        max_entries: self.options.max_entries_per_append,
+                        max_bytes: self.options.max_bytes_per_append,
+                        max_inflight: self.options.max_inflight,
+                    };
+                    for &peer in self.core.peers() {
+                        let r = Replicator::new(
+                            self.id(),
+                            peer,
+                            term,
+                            next_index,
+                            ctx.address(),
+                            self.transport.clone(),
+                            limits,
+                        )
+                        .start();
+                        self.replicators.insert(peer, r);
+                    }
+                }
+                Effect::SteppedDown => self.stop_replicators(),
+                Effect::ReplicateNow => {
+                    for r in self.replicators.values() {
+                        r.do_send(Wake);
+                    }
+                }
+                Effect::ToReplicator { peer, msg } => {
+                    if let Some(r) = self.replicators.get(&peer) {
+                        r.do_send(PeerResponse(msg));
+                    }
+                }
+                Effect::Apply(entries) => self.state_machine.do_send(Apply(entries)),
+                Effect::ReadReady { id, read_index } => {
+                    if let Some((key, tx)) = self.reads.remove(&id) {
+                        self.state_machine.do_send(ReadAt {
+                            key,
+                            read_index,
+                            tx,
+                        });
+                    }
+                }
+                Effect::ReadFailed { id } => {
+                    if let Some((_, tx)) = self.reads.remove(&id) {
+                        let _ = tx.send(ClientResponse::Unavailable {
+                            reason: "leadership lost before the read was confirmed".into(),
+                            leader: self.core.leader_id(),
+                        });
+                    }
+                }
+                Effect::BroadcastHeartbeat { read_seq } => {
+                    for r in self.replicators.values() {
+                        r.do_send(HeartbeatNow { read_seq });
+                    }
+                }
+            }
+        }
+    }
+
+    fn stop_replicators(&mut self) {
+        for (_, r) in std::mem::take(&mut self.replicators) {
+            r.do_send(StopReplicator);
+        }
+    }
+
+    fn fatal(&mut self, why: &str, ctx: &mut Context<Self>) {
+        error!(
+            "[node {} term {}] fatal: {}; stopping the node",
+            self.id(),
+            self.core.current_term(),
+            why
+        );
+        self.shutdown(ctx);
+        System::current().stop_with_code(1);
+    }
+
+    fn shutdown(&mut self, ctx: &mut Context<Self>) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.stop_replicators();
+        self.timer.do_send(StopTimer);
+        self.log_store.do_send(StopLogStore);
+        self.state_machine.do_send(StopStateMachine);
+        ctx.stop();
+    }
+
+    /// Starts serving `request`; the answer arrives on the returned channel.
+    fn start_request(
+        &mut self,
+        request: ClientRequest,
+        forwarded: bool,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<ClientResponse> {
+        let (tx, rx) = oneshot::channel();
+        match request {
+            ClientRequest::Read {
+                key,
+                consistency: ReadConsistency::Stale,
+            } => {
+                let read = self.state_machine.send(ReadLocal(key));
+                actix::spawn(async move {
+                    let response = match read.await {
+                        Ok(v) => ClientResponse::Value(v),
+                        Err(_) => ClientResponse::Unavailable {
+                            reason: "node is shutting down".into(),
+                            leader: None,
+                        },
+                    };
+                    let _ = tx.send(response);
+                });
+            }
+            ClientRequest::Write { op, session } if self.core.role() == Role::Leader => {
+                let (accepted, effects) =
+                    self.core
+                        .propose(Payload::Command(Command { op, session }));
+                match accepted {
+                    Some((index, term)) => {
+                        // Registered before any Apply for this index can be sent.
+                        self.state_machine
+                            .do_send(AwaitApplied { index, term, tx });
+                    }
+                    None => {
+                        let _ = tx.send(self.unavailable());
+                    }
+                }
+                self.run(effects, ctx);
+            }
+            ClientRequest::Read { key, .. } if self.core.role() == Role::Leader => {
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                self.reads.insert(id, (key, tx));
+                let (_, effects) = self.core.read(id);
+                self.run(effects, ctx);
+            }
+            request => match self.core.leader_id() {
+                Some(leader) if !forwarded && leader != self.id() => {
+                    let req_id = self.next_forward_id;
+                    self.next_forward_id += 1;
+                    self.forwards.insert(req_id, tx);
+                    debug!(
+                        "[node {} term {}] forwards request {} to leader {}",
+                        self.id(),
+                        self.core.current_term(),
+                        req_id,
+                        leader
+                    );
+                    self.transport
+                        .send(leader, Message::Forward { req_id, request });
+                }
+                _ => {
+                    let _ = tx.send(self.unavailable());
+                }
+            },
+        }
+        rx
+    }
+
+    fn unavailable(&self) -> ClientResponse {
+        let leader = self.core.leader_id();
+        ClientResponse::Unavailable {
+            reason: match leader {
+                Some(l) if l != self.id() => format!("not the leader; node {} leads", l),
+                Some(_) => "leadership is changing".into(),
+                None => "no leader known; the cluster may be electing or lack a majority".into(),
+            },
+            leader: leader.filter(|l| *l != self.id()),
+        }
+    }
+}
+
+impl Actor for Consensus {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        info!(
+            "[node {} term {}] starts as follower (log {}..={}, commit {}, vote {:?})",
+            self.id(),
+            self.core.current_term(),
+            self.core.log().snapshot_index() + 1,
+            self.core.log().last_index(),
+            self.core.commit_index(),
+            self.core.voted_for()
+        );
+        self.run(vec![Effect::ResetElectionTimer], ctx);
+        // Forwarded requests whose caller gave up are forgotten.
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.forwards.retain(|_, tx| !tx.is_closed());
+        });
+    }
+}
+
+impl Handler<Inbound> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, Inbound { from, msg }: Inbound, ctx: &mut Context<Self>) {
+        match msg {
+            Message::Forward { req_id, request } => {
+                let rx = self.start_request(request, true, ctx);
+                let transport = self.transport.clone();
+                actix::spawn(async move {
+                    let response = rx.await.unwrap_or(ClientResponse::Unknown {
+                        reason: "leader dropped the request".into(),
+                        leader: None,
+                    });
+                    transport.send(from, Message::ForwardReply { req_id, response });
+                });
+            }
+            Message::ForwardReply { req_id, response } => {
+                if let Some(tx) = self.forwards.remove(&req_id) {
+                    let _ = tx.send(response);
+                }
+            }
+            msg => {
+                let effects = self.core.on_message(from, msg);
+                self.run(effects, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<ElectionTimeout> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, msg: ElectionTimeout, ctx: &mut Context<Self>) {
+        if msg.generation != self.timer_generation {
+            return; // raced with a newer reset
+        }
+        let effects = self.core.on_election_timeout();
+        // The timer is one-shot: a leader re-arms it for the next quorum check.
+        if self.core.role() == Role::Leader
+            && !effects.contains(&Effect::ResetElectionTimer)
+        {
+            self.run(vec![Effect::ResetElectionTimer], ctx);
+        }
+        self.run(effects, ctx);
+    }
+}
+
+impl Handler<ClientCall> for Consensus {
+    type Result = ResponseFuture<ClientResponse>;
+
+    fn handle(&mut self, msg: ClientCall, ctx: &mut Context<Self>) -> Self::Result {
+        let rx = self.start_request(msg.request, msg.forwarded, ctx);
+        Box::pin(async move {
+            rx.await.unwrap_or(ClientResponse::Unknown {
+                reason: "request dropped".into(),
+                leader: None,
+            })
+        })
+    }
+}
+
+impl Handler<ReadLog> for Consensus {
+    type Result = MessageResult<ReadLog>;
+
+    fn handle(&mut self, msg: ReadLog, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.log_slice(
+            msg.term,
+            msg.next_index,
+            msg.max_entries,
+            msg.max_bytes,
+        ))
+    }
+}
+
+impl Handler<Replicated> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, msg: Replicated, ctx: &mut Context<Self>) {
+        let effects = self
+            .core
+            .on_replicated(msg.term, msg.peer, msg.match_index, msg.read_seq);
+        self.run(effects, ctx);
+    }
+}
+
+impl Handler<Applied> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, msg: Applied, _ctx: &mut Context<Self>) {
+        self.last_applied = self.last_applied.max(msg.index);
+    }
+}
+
+impl Handler<GetStatus> for Consensus {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        let s = self.core.status();
+        MessageResult(NodeStatus {
+            id: s.id,
+            role: s.role.to_string(),
+            term: s.term,
+            leader: s.leader,
+            commit_index: s.commit_index,
+            last_applied: self.last_applied,
+            last_log_index: s.last_log_index,
+            snapshot_index: s.snapshot_index,
+            voted_for: self.core.voted_for(),
+        })
+    }
+}
+
+impl Handler<Shutdown> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        self.shutdown(ctx);
+    }
+}

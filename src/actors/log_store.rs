@@ -1,0 +1,97 @@
+//! The LogStore actor: makes each [`PersistBatch`] durable and answers only once it is.
+//!
+//! Real disk writes run on tokio's blocking pool (`spawn_blocking`) so they never stall the
+//! async threads; the in-memory storage of the simulator answers on the actor's own thread,
+//! after a configurable simulated fsync latency, so simulated runs stay deterministic.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use log::error;
+
+use crate::raft::PersistBatch;
+use crate::storage::{Storage, StorageError};
+
+/// Make this batch durable; the reply comes after the fsync.
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct PersistCmd(pub PersistBatch);
+
+/// Stop the actor (node shutdown or simulated crash: an unfinished write is lost).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopLogStore;
+
+pub struct LogStore {
+    storage: Option<Box<dyn Storage>>,
+    /// Simulated fsync time for non-blocking (in-memory) storage.
+    sim_latency: Duration,
+}
+
+impl LogStore {
+    pub fn new(storage: Box<dyn Storage>, sim_latency: Duration) -> Self {
+        LogStore {
+            storage: Some(storage),
+            sim_latency,
+        }
+    }
+}
+
+impl Actor for LogStore {
+    type Context = Context<Self>;
+}
+
+fn missing() -> StorageError {
+    StorageError::Io {
+        path: "<log store>".into(),
+        source: std::io::Error::other("storage lost after an earlier failure"),
+    }
+}
+
+impl Handler<PersistCmd> for LogStore {
+    type Result = AtomicResponse<Self, Result<(), StorageError>>;
+
+    fn handle(&mut self, PersistCmd(batch): PersistCmd, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(storage) = self.storage.take() else {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(missing()))));
+        };
+        if storage.is_blocking() {
+            let mut storage = storage;
+            let job = tokio::task::spawn_blocking(move || {
+                let result = storage.persist(&batch);
+                (storage, result)
+            });
+            AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(job).map(
+                |joined, act, _| match joined {
+                    Ok((storage, result)) => {
+                        act.storage = Some(storage);
+                        result
+                    }
+                    Err(e) => {
+                        error!("log store write task failed: {}", e);
+                        Err(missing())
+                    }
+                },
+            )))
+        } else {
+            self.storage = Some(storage);
+            let latency = self.sim_latency;
+            AtomicResponse::new(Box::pin(
+                fut::wrap_future::<_, Self>(tokio::time::sleep(latency)).map(
+                    move |_, act, _| match act.storage.as_mut() {
+                        Some(s) => s.persist(&batch),
+                        None => Err(missing()),
+                    },
+                ),
+            ))
+        }
+    }
+}
+
+impl Handler<StopLogStore> for LogStore {
+    type Result = ();
+
+    fn handle(&mut self, _: StopLogStore, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,58 @@
+//! All binary encoding lives here, so the format (bincode 1.3 today) can be swapped in one place.
+
+use bincode::Options;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Largest value the decoder will allocate for, whatever a length prefix claims.
+pub const DECODE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Encoding or decoding failed; the message says why.
+#[derive(Debug, thiserror::Error)]
+#[error("codec: {0}")]
+pub struct CodecError(String);
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(DECODE_LIMIT)
+        .with_little_endian()
+        .with_varint_encoding()
+        .reject_trailing_bytes()
+}
+
+/// Encodes `value` into a fresh buffer.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    options()
+        .serialize(value)
+        .map_err(|e| CodecError(e.to_string()))
+}
+
+/// Appends the encoding of `value` to `buf`.
+pub fn encode_into<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
+    options()
+        .serialize_into(buf, value)
+        .map_err(|e| CodecError(e.to_string()))
+}
+
+/// Decodes exactly one `T` from `bytes`; garbage, truncation and trailing bytes are errors.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    options()
+        .deserialize(bytes)
+        .map_err(|e| CodecError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let v: (u64, String, Vec<u8>) = (7, "k".into(), vec![1, 2, 3]);
+        let bytes = encode(&v).unwrap();
+        assert_eq!(decode::<(u64, String, Vec<u8>)>(&bytes).unwrap(), v);
+        assert!(decode::<(u64, String, Vec<u8>)>(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode::<(u64, String, Vec<u8>)>(&[0xff; 16]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(decode::<(u64, String, Vec<u8>)>(&long).is_err());
+    }
+}

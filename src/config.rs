@@ -1,0 +1,235 @@
+//! The node's TOML configuration file and its validation.
+//!
+//! Key names are fixed (external tools generate these files). Unknown keys, duplicate ids,
+//! missing addresses and bad timeout ranges are rejected with a message naming the file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::actors::consensus::RaftOptions;
+use crate::raft::NodeId;
+
+/// One node's configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id: unique in the cluster, never 0.
+    pub id: NodeId,
+    /// Directory for the log, term/vote and snapshots (created if missing).
+    pub data_dir: PathBuf,
+    /// Client API listen address (`host:port`).
+    pub http_addr: String,
+    /// Peer traffic listen address (`host:port`).
+    pub raft_addr: String,
+    /// Lower bound of the randomized election timeout, in ms (default 300).
+    pub election_timeout_min_ms: Option<u64>,
+    /// Upper bound of the randomized election timeout, in ms (default 600).
+    pub election_timeout_max_ms: Option<u64>,
+    /// How often a leader sends heartbeats, in ms (default 50); must be well below the
+    /// election timeout.
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Name shared by all members; a peer presenting another name is refused (default
+    /// "raftkv").
+    pub cluster_id: Option<String>,
+    /// How long a client request may wait before the gateway answers 504, in ms
+    /// (default 5000).
+    pub request_timeout_ms: Option<u64>,
+    /// The other members.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Another member of the cluster.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: NodeId,
+    /// Its client API address (for redirects and for humans).
+    pub http_addr: String,
+    /// Its peer traffic address (where this node connects).
+    pub raft_addr: String,
+}
+
+/// The configuration is unusable; the message names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let config: Config = toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text (tests).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("id must be a positive integer".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data_dir must not be empty".into());
+        }
+        check_addr("http_addr", &self.http_addr)?;
+        check_addr("raft_addr", &self.raft_addr)?;
+        let mut ids = BTreeSet::from([self.id]);
+        let mut addrs = BTreeSet::from([self.http_addr.clone(), self.raft_addr.clone()]);
+        if self.http_addr == self.raft_addr {
+            return Err("http_addr and raft_addr must differ".into());
+        }
+        for p in &self.peers {
+            if p.id == 0 {
+                return Err("peer id must be a positive integer".into());
+            }
+            if !ids.insert(p.id) {
+                return Err(if p.id == self.id {
+                    format!("peer id {} is this node's own id", p.id)
+                } else {
+                    format!("duplicate peer id {}", p.id)
+                });
+            }
+            check_addr(&format!("peer {} http_addr", p.id), &p.http_addr)?;
+            check_addr(&format!("peer {} raft_addr", p.id), &p.raft_addr)?;
+            for a in [&p.http_addr, &p.raft_addr] {
+                if !addrs.insert(a.clone()) {
+                    return Err(format!("address {} is used twice", a));
+                }
+            }
+        }
+        let min = self.election_timeout_min_ms.unwrap_or(300);
+        let max = self.election_timeout_max_ms.unwrap_or(600);
+        let hb = self.heartbeat_interval_ms.unwrap_or(50);
+        if min == 0 || max < min {
+            return Err(format!(
+                "invalid election timeout range {}..{} ms: need 0 < election_timeout_min_ms <= election_timeout_max_ms",
+                min, max
+            ));
+        }
+        if hb == 0 || hb >= min {
+            return Err(format!(
+                "heartbeat_interval_ms {} must be positive and below election_timeout_min_ms {}",
+                hb, min
+            ));
+        }
+        if self.request_timeout_ms == Some(0) {
+            return Err("request_timeout_ms must be positive".into());
+        }
+        if let Some(c) = &self.cluster_id {
+            if c.is_empty() {
+                return Err("cluster_id must not be empty".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        self.cluster_id.as_deref().unwrap_or("raftkv")
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.unwrap_or(5000))
+    }
+
+    pub fn raft_options(&self) -> RaftOptions {
+        RaftOptions {
+            election_timeout_min: Duration::from_millis(self.election_timeout_min_ms.unwrap_or(300)),
+            election_timeout_max: Duration::from_millis(self.election_timeout_max_ms.unwrap_or(600)),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.unwrap_or(50)),
+            ..RaftOptions::default()
+        }
+    }
+
+    /// The HTTP address of node `id` (this node or a peer).
+    pub fn http_addr_of(&self, id: NodeId) -> Option<&str> {
+        if id == self.id {
+            return Some(&self.http_addr);
+        }
+        self.peers
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.http_addr.as_str())
+    }
+}
+
+fn check_addr(what: &str, addr: &str) -> Result<(), String> {
+    let ok = match addr.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{} '{}' is not host:port", what, addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 1
+data_dir = "data/node1"
+http_addr = "127.0.0.1:8001"
+raft_addr = "127.0.0.1:9001"
+
+[[peers]]
+id = 2
+http_addr = "127.0.0.1:8002"
+raft_addr = "127.0.0.1:9002"
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.id, 1);
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.raft_options().heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(c.http_addr_of(2), Some("127.0.0.1:8002"));
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let cases = [
+            (format!("{}\nbogus = 1", GOOD.replace("[[peers]]", "bogus_key = 1\n[[peers]]")), "unknown field"),
+            (GOOD.replace("id = 2", "id = 1"), "own id"),
+            (format!("{}\n[[peers]]\nid = 2\nhttp_addr = \"h:1\"\nraft_addr = \"h:2\"\n", GOOD), "duplicate peer id 2"),
+            (GOOD.replace("raft_addr = \"127.0.0.1:9001\"\n", ""), "missing field `raft_addr`"),
+            (GOOD.replace("http_addr = \"127.0.0.1:8002\"\n", ""), "missing field `http_addr`"),
+            (GOOD.replace("id = 1\n", "id = 1\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 400\n"), "invalid election timeout range"),
+            (GOOD.replace("id = 1\n", "id = 1\nheartbeat_interval_ms = 400\n"), "heartbeat_interval_ms"),
+            (GOOD.replace("127.0.0.1:9001", "nonsense"), "not host:port"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(&text).unwrap_err();
+            assert!(err.contains(want), "expected '{}' in '{}'", want, err);
+        }
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let path = std::env::temp_dir().join(format!("raftkv-cfg-{}.toml", std::process::id()));
+        std::fs::write(&path, "id = 0\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{}", err);
+        let _ = std::fs::remove_file(&path);
+    }
+}

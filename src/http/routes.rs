@@ -1,0 +1,257 @@
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::actors::consensus::{ClientCall, GetStatus};
+use crate::kv::{
+    ApplyResult, ClientRequest, ClientResponse, ClientSession, KvOp, ReadConsistency,
+    MAX_KEY_BYTES, MAX_VALUE_BYTES,
+};
+use crate::node::NodeHandle;
+use crate::raft::NodeId;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct GatewayState {
+    node: NodeHandle,
+    request_timeout: Duration,
+}
+
+impl GatewayState {
+    pub fn new(node: NodeHandle, request_timeout: Duration) -> Self {
+        GatewayState {
+            node,
+            request_timeout,
+        }
+    }
+}
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig, state: GatewayState) {
+    cfg.app_data(web::Data::new(state))
+        .route("/kv/{key:.*}", web::put().to(put))
+        .route("/kv/{key:.*}", web::get().to(get))
+        .route("/kv/{key:.*}", web::delete().to(delete))
+        .route("/kv", web::to(empty_key))
+        .route("/status", web::get().to(status))
+        .default_service(web::to(not_found));
+}
+
+fn error(code: StatusCode, message: &str, leader: Option<NodeId>) -> HttpResponse {
+    HttpResponse::build(code).json(json!({ "error": message, "leader": leader }))
+}
+
+fn check_key(key: &str) -> Result<(), HttpResponse> {
+    if key.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "empty key", None));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("key of {} bytes exceeds {} bytes", key.len(), MAX_KEY_BYTES),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// `X-Client-Id` and `X-Request-Seq`: both or neither.
+fn session(req: &HttpRequest) -> Result<Option<ClientSession>, HttpResponse> {
+    let header = |name: &str| -> Result<Option<String>, HttpResponse> {
+        match req.headers().get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|_| error(StatusCode::BAD_REQUEST, &format!("{} is not text", name), None)),
+        }
+    };
+    match (header("x-client-id")?, header("x-request-seq")?) {
+        (None, None) => Ok(None),
+        (Some(client_id), Some(seq)) => {
+            if client_id.is_empty() || client_id.len() > 128 {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "X-Client-Id must be 1 to 128 bytes",
+                    None,
+                ));
+            }
+            let seq = seq.parse::<u64>().map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "X-Request-Seq must be a non-negative integer",
+                    None,
+                )
+            })?;
+            Ok(Some(ClientSession { client_id, seq }))
+        }
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "X-Client-Id and X-Request-Seq must be sent together",
+            None,
+        )),
+    }
+}
+
+async fn call(state: &GatewayState, request: ClientRequest) -> ClientResponse {
+    let is_write = matches!(request, ClientRequest::Write { .. });
+    let send = state.node.consensus.send(ClientCall {
+        request,
+        forwarded: false,
+    });
+    match tokio::time::timeout(state.request_timeout, send).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => ClientResponse::Unavailable {
+            reason: "node is shutting down".into(),
+            leader: None,
+        },
+        Err(_) => ClientResponse::Unknown {
+            reason: format!(
+                "timed out after {:?}; {}",
+                state.request_timeout,
+                if is_write {
+                    "the write may or may not be applied"
+                } else {
+                    "the read was not answered"
+                }
+            ),
+            leader: None,
+        },
+    }
+}
+
+fn respond(response: ClientResponse) -> HttpResponse {
+    match response {
+        ClientResponse::Written { index, result } => match result {
+            ApplyResult::Put => HttpResponse::Ok().json(json!({ "index": index })),
+            ApplyResult::Deleted { existed } => {
+                HttpResponse::Ok().json(json!({ "index": index, "existed": existed }))
+            }
+            ApplyResult::Superseded => {
+                HttpResponse::Ok().json(json!({ "index": index, "duplicate": true }))
+            }
+        },
+        ClientResponse::Value(Some(v)) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(v),
+        ClientResponse::Value(None) => error(StatusCode::NOT_FOUND, "key not found", None),
+        ClientResponse::Unavailable { reason, leader } => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &reason, leader)
+        }
+        ClientResponse::Unknown { reason, leader } => {
+            error(StatusCode::GATEWAY_TIMEOUT, &reason, leader)
+        }
+    }
+}
+
+async fn put(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    key: web::Path<String>,
+    mut body: web::Payload,
+) -> HttpResponse {
+    let key = key.into_inner();
+    if let Err(r) = check_key(&key) {
+        return r;
+    }
+    let session = match session(&req) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut value = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad body: {}", e), None),
+        };
+        if value.len() + chunk.len() > MAX_VALUE_BYTES {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("value exceeds {} bytes", MAX_VALUE_BYTES),
+                None,
+            );
+        }
+        value.extend_from_slice(&chunk);
+    }
+    respond(
+        call(
+            &state,
+            ClientRequest::Write {
+                op: KvOp::Put { key, value },
+                session,
+            },
+        )
+        .await,
+    )
+}
+
+async fn get(state: web::Data<GatewayState>, req: HttpRequest, key: web::Path<String>) -> HttpResponse {
+    let key = key.into_inner();
+    if let Err(r) = check_key(&key) {
+        return r;
+    }
+    let query = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    let consistency = match query.get("consistency").map(String::as_str) {
+        None | Some("linearizable") => ReadConsistency::Linearizable,
+        Some("stale") => ReadConsistency::Stale,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("consistency must be 'linearizable' or 'stale', not '{}'", other),
+                None,
+            )
+        }
+    };
+    respond(call(&state, ClientRequest::Read { key, consistency }).await)
+}
+
+async fn delete(state: web::Data<GatewayState>, req: HttpRequest, key: web::Path<String>) -> HttpResponse {
+    let key = key.into_inner();
+    if let Err(r) = check_key(&key) {
+        return r;
+    }
+    let session = match session(&req) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    respond(
+        call(
+            &state,
+            ClientRequest::Write {
+                op: KvOp::Delete { key },
+                session,
+            },
+        )
+        .await,
+    )
+}
+
+async fn empty_key() -> HttpResponse {
+    error(StatusCode::BAD_REQUEST, "empty key: use /kv/{key}", None)
+}
+
+async fn status(state: web::Data<GatewayState>) -> HttpResponse {
+    match state.node.consensus.send(GetStatus).await {
+        Ok(s) => {
+            let mut v = serde_json::to_value(&s).unwrap_or_else(|_| json!({}));
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("pid".into(), json!(std::process::id()));
+            }
+            HttpResponse::Ok().json(v)
+        }
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "node is shutting down", None),
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint: use /kv/{key} (PUT, GET, DELETE) or GET /status",
+        None,
+    )
+}

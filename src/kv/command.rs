@@ -1,0 +1,42 @@
+use serde::{Deserialize, Serialize};
+
+/// A change to the key-value map.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+impl KvOp {
+    pub fn key(&self) -> &str {
+        match self {
+            KvOp::Put { key, .. } | KvOp::Delete { key } => key,
+        }
+    }
+}
+
+/// Identity of a client request (`X-Client-Id`, `X-Request-Seq`): a retry carries the same pair.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ClientSession {
+    pub client_id: String,
+    pub seq: u64,
+}
+
+/// What a log entry asks the state machine to do.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    pub op: KvOp,
+    pub session: Option<ClientSession>,
+}
+
+/// The outcome of applying a command, recorded per session so a retry gets the same answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum ApplyResult {
+    /// The key now holds the value.
+    Put,
+    /// The key is gone; `existed` says whether it was there before.
+    Deleted { existed: bool },
+    /// The request's seq is older than the newest one applied for its client: it was applied
+    /// (or superseded) earlier, and its original result is no longer kept.
+    Superseded,
+}

@@ -1,0 +1,149 @@
+//! `raftkv`: run a node (`serve`) or talk to a cluster (`put`, `get`, `delete`, `status`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use raftkv::client::{http_request, KvClient, KvResult};
+use raftkv::config::Config;
+
+#[derive(Parser)]
+#[command(name = "raftkv", version, about = "A Raft-replicated, durable, linearizable key-value store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Serve {
+        /// The node's TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Set KEY to VALUE (exactly once, retrying across nodes).
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Print the value of KEY.
+    Get {
+        key: String,
+        /// Read from whatever the node has applied (may be stale).
+        #[arg(long)]
+        stale: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Delete KEY (exactly once).
+    Delete {
+        key: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Print each node's /status.
+    Status {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+#[derive(clap::Args)]
+struct ClientOpts {
+    /// Comma-separated HTTP addresses of the nodes.
+    #[arg(long, default_value = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003")]
+    nodes: String,
+    /// Client identity for exactly-once writes (default: random).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Sequence number of this request within the client's session (default: 1).
+    #[arg(long)]
+    seq: Option<u64>,
+}
+
+impl ClientOpts {
+    fn client(&self) -> KvClient {
+        let nodes = self
+            .nodes
+            .split(',')
+            .map(|s| s.trim().trim_start_matches("http://").to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("cli-{:016x}", rand::random::<u64>()));
+        let mut c = KvClient::new(nodes, id);
+        if let Some(seq) = self.seq {
+            c.set_next_seq(seq);
+        }
+        c
+    }
+}
+
+fn report(result: KvResult, print_body: bool) -> ExitCode {
+    match result {
+        KvResult::Ok(body) => {
+            if print_body {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(&body);
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        KvResult::NotFound => {
+            eprintln!("not found");
+            ExitCode::from(1)
+        }
+        KvResult::Failed { status, message } => {
+            eprintln!("failed (status {}): {}", status, message.trim());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Put { key, value, opts } => report(opts.client().put(&key, value.as_bytes()), false),
+        Command::Get { key, stale, opts } => report(opts.client().get(&key, stale), true),
+        Command::Delete { key, opts } => report(opts.client().delete(&key), false),
+        Command::Status { opts } => {
+            for node in opts.nodes.split(',') {
+                let node = node.trim().trim_start_matches("http://");
+                match http_request(node, "GET", "/status", &[], b"", std::time::Duration::from_secs(2)) {
+                    Ok(r) => println!("{}: {}", node, r.body_text()),
+                    Err(e) => println!("{}: unreachable ({})", node, e),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftkv: invalid config: {}", e);
+            return ExitCode::from(2);
+        }
+    };
+    let system = actix::System::new();
+    let result = system.block_on(raftkv::node::serve(config));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{}", e);
+            eprintln!("raftkv: {}", e);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Peer frames: `[len: u32 LE][payload]`, payload encoded by [`crate::codec`]. The first
+//! frame on a connection is a [`Hello`] naming the sender and its cluster.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::codec::{self, CodecError};
+use crate::raft::{Message, NodeId};
+
+/// Largest frame accepted; a longer length prefix closes the connection.
+pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
+/// Bumped when the wire format changes incompatibly.
+pub const PROTOCOL_VERSION: u32 = 1;
+const MAGIC: [u8; 6] = *b"raftkv";
+
+/// The handshake: who is calling, for which cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub magic: [u8; 6],
+    pub version: u32,
+    pub cluster_id: String,
+    pub node_id: NodeId,
+}
+
+impl Hello {
+    pub fn new(cluster_id: &str, node_id: NodeId) -> Self {
+        Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            cluster_id: cluster_id.to_string(),
+            node_id,
+        }
+    }
+
+    /// Why this handshake is unacceptable for a node of `cluster_id`, if it is.
+    pub fn problem(&self, cluster_id: &str) -> Option<String> {
+        if self.magic != MAGIC {
+            Some("not a raftkv peer".into())
+        } else if self.version != PROTOCOL_VERSION {
+            Some(format!(
+                "protocol version {} (we speak {})",
+                self.version, PROTOCOL_VERSION
+            ))
+        } else if self.cluster_id != cluster_id {
+            Some(format!(
+                "cluster '{}' (we are '{}')",
+                self.cluster_id, cluster_id
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    Oversized(usize),
+    #[error("undecodable frame: {0}")]
+    Garbage(#[from] CodecError),
+}
+
+/// Appends one framed value to `buf`.
+pub fn encode_frame<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    codec::encode_into(buf, value)?;
+    let len = (buf.len() - start - 4) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Reads one frame's payload.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::Oversized(len));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok(payload)
+}
+
+pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Hello, FrameError> {
+    Ok(codec::decode(&read_frame(r).await?)?)
+}
+
+pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Message, FrameError> {
+    Ok(codec::decode(&read_frame(r).await?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_input_is_an_error() {
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, &Hello::new("c", 3)).unwrap();
+        let msg = Message::RequestVoteResponse {
+            term: 4,
+            vote_granted: true,
+        };
+        encode_frame(&mut buf, &msg).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_hello(&mut r).await.unwrap(), Hello::new("c", 3));
+        assert_eq!(read_message(&mut r).await.unwrap(), msg);
+        assert!(matches!(read_message(&mut r).await, Err(FrameError::Closed)));
+
+        let huge = (MAX_FRAME_BYTES as u32 + 1).to_le_bytes();
+        assert!(matches!(
+            read_message(&mut &huge[..]).await,
+            Err(FrameError::Oversized(_))
+        ));
+        let garbage = [3u8, 0, 0, 0, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_message(&mut &garbage[..]).await,
+            Err(FrameError::Garbage(_))
+        ));
+        assert_eq!(
+            Hello::new("other", 1).problem("c"),
+            Some("cluster 'other' (we are 'c')".into())
+        );
+    }
+}

@@ -1,0 +1,82 @@
+use serde::{Deserialize, Serialize};
+
+use super::types::{Entry, LogIndex, NodeId, Term};
+use crate::kv::{ClientRequest, ClientResponse};
+
+/// Why a follower refused an AppendEntries, so the leader can skip back a whole term at once
+/// instead of one entry per round trip (§5.3, "the protocol can be optimized").
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejectHint {
+    /// The `prev_log_index` of the refused request (lets the leader drop stale refusals).
+    pub rejected_index: LogIndex,
+    /// The follower's term at `rejected_index`, if it has an entry there.
+    pub conflict_term: Option<Term>,
+    /// First index the follower holds for `conflict_term`, or its last index + 1 when its
+    /// log is too short.
+    pub conflict_index: LogIndex,
+}
+
+/// Everything one node says to another over the peer network.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    RequestVote {
+        term: Term,
+        candidate_id: NodeId,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    RequestVoteResponse {
+        term: Term,
+        vote_granted: bool,
+    },
+    AppendEntries {
+        term: Term,
+        leader_id: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+        /// Read-index round this request belongs to; echoed in the response.
+        read_seq: u64,
+    },
+    AppendEntriesResponse {
+        term: Term,
+        success: bool,
+        /// On success: the index of the last entry known to match the leader's log.
+        match_index: LogIndex,
+        reject: Option<RejectHint>,
+        read_seq: u64,
+    },
+    /// A follower hands a client request to the leader.
+    Forward { req_id: u64, request: ClientRequest },
+    /// The leader's answer to a forwarded request.
+    ForwardReply {
+        req_id: u64,
+        response: ClientResponse,
+    },
+}
+
+impl Message {
+    /// The sender's term, for messages that carry one (client forwarding does not).
+    pub fn term(&self) -> Option<Term> {
+        match self {
+            Message::RequestVote { term, .. }
+            | Message::RequestVoteResponse { term, .. }
+            | Message::AppendEntries { term, .. }
+            | Message::AppendEntriesResponse { term, .. } => Some(*term),
+            Message::Forward { .. } | Message::ForwardReply { .. } => None,
+        }
+    }
+
+    /// Short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::RequestVote { .. } => "RequestVote",
+            Message::RequestVoteResponse { .. } => "RequestVoteResponse",
+            Message::AppendEntries { .. } => "AppendEntries",
+            Message::AppendEntriesResponse { .. } => "AppendEntriesResponse",
+            Message::Forward { .. } => "Forward",
+            Message::ForwardReply { .. } => "ForwardReply",
+        }
+    }
+}
