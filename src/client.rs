@@ -201,7 +201,13 @@ impl KvClient {
     /// Tries nodes in turn until one answers definitively or the deadline passes. Every
     /// attempt of one call carries the same headers, so a write retried after a lost
     /// answer is recognised by the state machine and not applied twice.
-    fn call(&mut self, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> KvResult {
+    fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> KvResult {
         let start = Instant::now();
         let mut last = KvResult::Failed {
             status: 0,

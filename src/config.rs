@@ -150,8 +150,12 @@ impl Config {
 
     pub fn raft_options(&self) -> RaftOptions {
         RaftOptions {
-            election_timeout_min: Duration::from_millis(self.election_timeout_min_ms.unwrap_or(300)),
-            election_timeout_max: Duration::from_millis(self.election_timeout_max_ms.unwrap_or(600)),
+            election_timeout_min: Duration::from_millis(
+                self.election_timeout_min_ms.unwrap_or(300),
+            ),
+            election_timeout_max: Duration::from_millis(
+                self.election_timeout_max_ms.unwrap_or(600),
+            ),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.unwrap_or(50)),
             ..RaftOptions::default()
         }
@@ -202,20 +206,50 @@ raft_addr = "127.0.0.1:9002"
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.id, 1);
         assert_eq!(c.peers.len(), 1);
-        assert_eq!(c.raft_options().heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(
+            c.raft_options().heartbeat_interval,
+            Duration::from_millis(50)
+        );
         assert_eq!(c.http_addr_of(2), Some("127.0.0.1:8002"));
     }
 
     #[test]
     fn bad_configs_say_what_is_wrong() {
         let cases = [
-            (format!("{}\nbogus = 1", GOOD.replace("[[peers]]", "bogus_key = 1\n[[peers]]")), "unknown field"),
+            (
+                format!(
+                    "{}\nbogus = 1",
+                    GOOD.replace("[[peers]]", "bogus_key = 1\n[[peers]]")
+                ),
+                "unknown field",
+            ),
             (GOOD.replace("id = 2", "id = 1"), "own id"),
-            (format!("{}\n[[peers]]\nid = 2\nhttp_addr = \"h:1\"\nraft_addr = \"h:2\"\n", GOOD), "duplicate peer id 2"),
-            (GOOD.replace("raft_addr = \"127.0.0.1:9001\"\n", ""), "missing field `raft_addr`"),
-            (GOOD.replace("http_addr = \"127.0.0.1:8002\"\n", ""), "missing field `http_addr`"),
-            (GOOD.replace("id = 1\n", "id = 1\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 400\n"), "invalid election timeout range"),
-            (GOOD.replace("id = 1\n", "id = 1\nheartbeat_interval_ms = 400\n"), "heartbeat_interval_ms"),
+            (
+                format!(
+                    "{}\n[[peers]]\nid = 2\nhttp_addr = \"h:1\"\nraft_addr = \"h:2\"\n",
+                    GOOD
+                ),
+                "duplicate peer id 2",
+            ),
+            (
+                GOOD.replace("raft_addr = \"127.0.0.1:9001\"\n", ""),
+                "missing field `raft_addr`",
+            ),
+            (
+                GOOD.replace("http_addr = \"127.0.0.1:8002\"\n", ""),
+                "missing field `http_addr`",
+            ),
+            (
+                GOOD.replace(
+                    "id = 1\n",
+                    "id = 1\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 400\n",
+                ),
+                "invalid election timeout range",
+            ),
+            (
+                GOOD.replace("id = 1\n", "id = 1\nheartbeat_interval_ms = 400\n"),
+                "heartbeat_interval_ms",
+            ),
             (GOOD.replace("127.0.0.1:9001", "nonsense"), "not host:port"),
         ];
         for (text, want) in cases {

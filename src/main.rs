@@ -8,7 +8,11 @@ use raftkv::client::{http_request, KvClient, KvResult};
 use raftkv::config::Config;
 
 #[derive(Parser)]
-#[command(name = "raftkv", version, about = "A Raft-replicated, durable, linearizable key-value store")]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A Raft-replicated, durable, linearizable key-value store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,13 +113,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Put { key, value, opts } => report(opts.client().put(&key, value.as_bytes()), false),
+        Command::Put { key, value, opts } => {
+            report(opts.client().put(&key, value.as_bytes()), false)
+        }
         Command::Get { key, stale, opts } => report(opts.client().get(&key, stale), true),
         Command::Delete { key, opts } => report(opts.client().delete(&key), false),
         Command::Status { opts } => {
             for node in opts.nodes.split(',') {
                 let node = node.trim().trim_start_matches("http://");
-                match http_request(node, "GET", "/status", &[], b"", std::time::Duration::from_secs(2)) {
+                match http_request(
+                    node,
+                    "GET",
+                    "/status",
+                    &[],
+                    b"",
+                    std::time::Duration::from_secs(2),
+                ) {
                     Ok(r) => println!("{}: {}", node, r.body_text()),
                     Err(e) => println!("{}: unreachable ({})", node, e),
                 }

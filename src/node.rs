@@ -37,7 +37,12 @@ pub struct NodeHandle {
 }
 
 /// Starts the actors of node `id` on the current actix System.
-pub fn start_node(id: NodeId, peers: Vec<NodeId>, options: RaftOptions, deps: NodeDeps) -> NodeHandle {
+pub fn start_node(
+    id: NodeId,
+    peers: Vec<NodeId>,
+    options: RaftOptions,
+    deps: NodeDeps,
+) -> NodeHandle {
     let InitialState {
         hard_state,
         entries,
@@ -49,7 +54,8 @@ pub fn start_node(id: NodeId, peers: Vec<NodeId>, options: RaftOptions, deps: No
     let transport = deps.transport;
     let seed = deps.seed;
     let consensus = Consensus::create(|ctx| {
-        let sm = StateMachine::new(id, KvStore::default(), 0, Some(ctx.address().recipient())).start();
+        let sm =
+            StateMachine::new(id, KvStore::default(), 0, Some(ctx.address().recipient())).start();
         state_machine = Some(sm.clone());
         let timer = ElectionTimer::new(
             options.election_timeout_min,
@@ -64,7 +70,8 @@ pub fn start_node(id: NodeId, peers: Vec<NodeId>, options: RaftOptions, deps: No
         id,
         consensus,
         // `create` runs the closure before returning, so this is always set.
-        state_machine: state_machine.unwrap_or_else(|| StateMachine::new(id, KvStore::default(), 0, None).start()),
+        state_machine: state_machine
+            .unwrap_or_else(|| StateMachine::new(id, KvStore::default(), 0, None).start()),
     }
 }
 
@@ -73,7 +80,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let (storage, initial) = FileStorage::open(&config.data_dir).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(&config.raft_addr)
         .await
-        .map_err(|e| format!("cannot listen for peers on raft_addr {}: {}", config.raft_addr, e))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen for peers on raft_addr {}: {}",
+                config.raft_addr, e
+            )
+        })?;
     let peers: Vec<(NodeId, String)> = config
         .peers
         .iter()

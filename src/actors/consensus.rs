@@ -292,13 +292,11 @@ impl Consensus {
             }
             ClientRequest::Write { op, session } if self.core.role() == Role::Leader => {
                 let (accepted, effects) =
-                    self.core
-                        .propose(Payload::Command(Command { op, session }));
+                    self.core.propose(Payload::Command(Command { op, session }));
                 match accepted {
                     Some((index, term)) => {
                         // Registered before any Apply for this index can be sent.
-                        self.state_machine
-                            .do_send(AwaitApplied { index, term, tx });
+                        self.state_machine.do_send(AwaitApplied { index, term, tx });
                     }
                     None => {
                         let _ = tx.send(self.unavailable());
@@ -408,9 +406,7 @@ impl Handler<ElectionTimeout> for Consensus {
         }
         let effects = self.core.on_election_timeout();
         // The timer is one-shot: a leader re-arms it for the next quorum check.
-        if self.core.role() == Role::Leader
-            && !effects.contains(&Effect::ResetElectionTimer)
-        {
+        if self.core.role() == Role::Leader && !effects.contains(&Effect::ResetElectionTimer) {
             self.run(vec![Effect::ResetElectionTimer], ctx);
         }
         self.run(effects, ctx);
@@ -435,12 +431,10 @@ impl Handler<ReadLog> for Consensus {
     type Result = MessageResult<ReadLog>;
 
     fn handle(&mut self, msg: ReadLog, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.core.log_slice(
-            msg.term,
-            msg.next_index,
-            msg.max_entries,
-            msg.max_bytes,
-        ))
+        MessageResult(
+            self.core
+                .log_slice(msg.term, msg.next_index, msg.max_entries, msg.max_bytes),
+        )
     }
 }
 

@@ -77,12 +77,12 @@ impl Handler<PersistCmd> for LogStore {
             self.storage = Some(storage);
             let latency = self.sim_latency;
             AtomicResponse::new(Box::pin(
-                fut::wrap_future::<_, Self>(tokio::time::sleep(latency)).map(
-                    move |_, act, _| match act.storage.as_mut() {
+                fut::wrap_future::<_, Self>(tokio::time::sleep(latency)).map(move |_, act, _| {
+                    match act.storage.as_mut() {
                         Some(s) => s.persist(&batch),
                         None => Err(missing()),
-                    },
-                ),
+                    }
+                }),
             ))
         }
     }

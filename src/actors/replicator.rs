@@ -221,7 +221,11 @@ impl Handler<PeerResponse> for Replicator {
             if self.progress.on_reject(&hint) {
                 debug!(
                     "[node {} term {}] peer {} refused at {}: next_index now {}",
-                    self.leader, self.term, self.peer, hint.rejected_index, self.progress.next_index
+                    self.leader,
+                    self.term,
+                    self.peer,
+                    hint.rejected_index,
+                    self.progress.next_index
                 );
             }
         }

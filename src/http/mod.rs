@@ -17,7 +17,12 @@ pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
     .workers(2)
     .shutdown_timeout(2)
     .bind(&config.http_addr)
-    .map_err(|e| format!("cannot listen for clients on http_addr {}: {}", config.http_addr, e))?;
+    .map_err(|e| {
+        format!(
+            "cannot listen for clients on http_addr {}: {}",
+            config.http_addr, e
+        )
+    })?;
     server
         .run()
         .await

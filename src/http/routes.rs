@@ -44,54 +44,59 @@ fn error(code: StatusCode, message: &str, leader: Option<NodeId>) -> HttpRespons
     HttpResponse::build(code).json(json!({ "error": message, "leader": leader }))
 }
 
-fn check_key(key: &str) -> Result<(), HttpResponse> {
+/// A request refused before it reaches the protocol.
+struct Rejected(StatusCode, String);
+
+impl Rejected {
+    fn response(self) -> HttpResponse {
+        error(self.0, &self.1, None)
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Rejected> {
     if key.is_empty() {
-        return Err(error(StatusCode::BAD_REQUEST, "empty key", None));
+        return Err(Rejected(StatusCode::BAD_REQUEST, "empty key".into()));
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(error(
+        return Err(Rejected(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("key of {} bytes exceeds {} bytes", key.len(), MAX_KEY_BYTES),
-            None,
+            format!("key of {} bytes exceeds {} bytes", key.len(), MAX_KEY_BYTES),
         ));
     }
     Ok(())
 }
 
 /// `X-Client-Id` and `X-Request-Seq`: both or neither.
-fn session(req: &HttpRequest) -> Result<Option<ClientSession>, HttpResponse> {
-    let header = |name: &str| -> Result<Option<String>, HttpResponse> {
+fn session(req: &HttpRequest) -> Result<Option<ClientSession>, Rejected> {
+    let header = |name: &str| -> Result<Option<String>, Rejected> {
         match req.headers().get(name) {
             None => Ok(None),
             Some(v) => v
                 .to_str()
                 .map(|s| Some(s.trim().to_string()))
-                .map_err(|_| error(StatusCode::BAD_REQUEST, &format!("{} is not text", name), None)),
+                .map_err(|_| Rejected(StatusCode::BAD_REQUEST, format!("{} is not text", name))),
         }
     };
     match (header("x-client-id")?, header("x-request-seq")?) {
         (None, None) => Ok(None),
         (Some(client_id), Some(seq)) => {
             if client_id.is_empty() || client_id.len() > 128 {
-                return Err(error(
+                return Err(Rejected(
                     StatusCode::BAD_REQUEST,
-                    "X-Client-Id must be 1 to 128 bytes",
-                    None,
+                    "X-Client-Id must be 1 to 128 bytes".into(),
                 ));
             }
             let seq = seq.parse::<u64>().map_err(|_| {
-                error(
+                Rejected(
                     StatusCode::BAD_REQUEST,
-                    "X-Request-Seq must be a non-negative integer",
-                    None,
+                    "X-Request-Seq must be a non-negative integer".into(),
                 )
             })?;
             Ok(Some(ClientSession { client_id, seq }))
         }
-        _ => Err(error(
+        _ => Err(Rejected(
             StatusCode::BAD_REQUEST,
-            "X-Client-Id and X-Request-Seq must be sent together",
-            None,
+            "X-Client-Id and X-Request-Seq must be sent together".into(),
         )),
     }
 }
@@ -155,11 +160,11 @@ async fn put(
 ) -> HttpResponse {
     let key = key.into_inner();
     if let Err(r) = check_key(&key) {
-        return r;
+        return r.response();
     }
     let session = match session(&req) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.response(),
     };
     let mut value = Vec::new();
     while let Some(chunk) = body.next().await {
@@ -188,21 +193,29 @@ async fn put(
     )
 }
 
-async fn get(state: web::Data<GatewayState>, req: HttpRequest, key: web::Path<String>) -> HttpResponse {
+async fn get(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    key: web::Path<String>,
+) -> HttpResponse {
     let key = key.into_inner();
     if let Err(r) = check_key(&key) {
-        return r;
+        return r.response();
     }
-    let query = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-        .map(|q| q.into_inner())
-        .unwrap_or_default();
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .map(|q| q.into_inner())
+            .unwrap_or_default();
     let consistency = match query.get("consistency").map(String::as_str) {
         None | Some("linearizable") => ReadConsistency::Linearizable,
         Some("stale") => ReadConsistency::Stale,
         Some(other) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!("consistency must be 'linearizable' or 'stale', not '{}'", other),
+                &format!(
+                    "consistency must be 'linearizable' or 'stale', not '{}'",
+                    other
+                ),
                 None,
             )
         }
@@ -210,14 +223,18 @@ async fn get(state: web::Data<GatewayState>, req: HttpRequest, key: web::Path<St
     respond(call(&state, ClientRequest::Read { key, consistency }).await)
 }
 
-async fn delete(state: web::Data<GatewayState>, req: HttpRequest, key: web::Path<String>) -> HttpResponse {
+async fn delete(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    key: web::Path<String>,
+) -> HttpResponse {
     let key = key.into_inner();
     if let Err(r) = check_key(&key) {
-        return r;
+        return r.response();
     }
     let session = match session(&req) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.response(),
     };
     respond(
         call(
@@ -244,7 +261,11 @@ async fn status(state: web::Data<GatewayState>) -> HttpResponse {
             }
             HttpResponse::Ok().json(v)
         }
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "node is shutting down", None),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is shutting down",
+            None,
+        ),
     }
 }
 

@@ -29,7 +29,10 @@ pub enum ClientRequest {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ClientResponse {
     /// The write is committed and applied at `index`.
-    Written { index: LogIndex, result: ApplyResult },
+    Written {
+        index: LogIndex,
+        result: ApplyResult,
+    },
     /// The read's answer.
     Value(Option<Vec<u8>>),
     /// The request was not applied and will not be (503).

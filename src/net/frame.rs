@@ -116,7 +116,10 @@ mod tests {
         let mut r = &buf[..];
         assert_eq!(read_hello(&mut r).await.unwrap(), Hello::new("c", 3));
         assert_eq!(read_message(&mut r).await.unwrap(), msg);
-        assert!(matches!(read_message(&mut r).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            read_message(&mut r).await,
+            Err(FrameError::Closed)
+        ));
 
         let huge = (MAX_FRAME_BYTES as u32 + 1).to_le_bytes();
         assert!(matches!(

@@ -120,10 +120,7 @@ async fn outbound(
             }
             .await
             {
-                info!(
-                    "[node {}] connection to peer {} lost: {}",
-                    self_id, peer, e
-                );
+                info!("[node {}] connection to peer {} lost: {}", self_id, peer, e);
                 break;
             }
         }

@@ -739,7 +739,19 @@ impl RaftCore {
             }
             last_new += 1;
         }
-        if appended > 0 {
+        if appended > 0
+            && leader_commit > self.log.last_index().saturating_sub(appended as u64) + 64
+        {
+            info!(
+                "[node {} term {}] catching up: appended {} entries from leader node {}, now at index {} (leader commit {})",
+                self.id,
+                self.current_term,
+                appended,
+                from,
+                self.log.last_index(),
+                leader_commit
+            );
+        } else if appended > 0 {
             debug!(
                 "[node {} term {}] appended {} entries from node {}, last index {}",
                 self.id,

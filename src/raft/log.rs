@@ -109,7 +109,8 @@ impl RaftLog {
         if from <= self.snapshot_index {
             self.entries.clear();
         } else {
-            self.entries.truncate((from - self.snapshot_index - 1) as usize);
+            self.entries
+                .truncate((from - self.snapshot_index - 1) as usize);
         }
     }
 

@@ -48,7 +48,10 @@ pub enum Message {
         read_seq: u64,
     },
     /// A follower hands a client request to the leader.
-    Forward { req_id: u64, request: ClientRequest },
+    Forward {
+        req_id: u64,
+        request: ClientRequest,
+    },
     /// The leader's answer to a forwarded request.
     ForwardReply {
         req_id: u64,

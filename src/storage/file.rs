@@ -244,7 +244,9 @@ mod tests {
         bytes[10] ^= 0x55;
         fs::write(&path, &bytes).unwrap();
         match FileStorage::open(&dir) {
-            Err(StorageError::Corrupt { path: p, offset, .. }) => {
+            Err(StorageError::Corrupt {
+                path: p, offset, ..
+            }) => {
                 assert_eq!(p, path);
                 assert_eq!(offset, 0);
             }

@@ -1,14 +1,16 @@
-//! Checksummed, length-prefixed records: `[len: u32 LE][crc32: u32 LE][payload]`.
+//! Checksummed, length-prefixed records:
+//! `[len: u32 LE][crc32(len): u32 LE][crc32(payload): u32 LE][payload]`.
 //!
-//! A record cut short at the end of a file (a crash mid-write) is a *torn tail*: reported so
-//! the caller can drop it. A bad record followed by more data is *corruption*: reported with
-//! its offset, never skipped.
+//! The length has its own checksum, so a damaged length is never mistaken for a record
+//! that runs past the end of the file. A record cut short at the end of a file (a crash
+//! mid-write: the bytes are missing or zero) is a *torn tail*, reported so the caller can
+//! drop it. Any other damage is *corruption*, reported with its offset and never skipped.
 
 use std::io::Write;
 
 /// Bytes before each payload.
-pub const HEADER_LEN: usize = 8;
-/// No record is larger than this; a bigger length field means garbage.
+pub const HEADER_LEN: usize = 12;
+/// No record is larger than this.
 pub const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
 
 /// Appends framed records to a buffer.
@@ -22,10 +24,11 @@ impl<'a> RecordWriter<'a> {
     }
 
     pub fn push(&mut self, payload: &[u8]) {
-        let crc = crc32fast::hash(payload);
+        let len = (payload.len() as u32).to_le_bytes();
         // Writing into a Vec cannot fail.
-        let _ = self.buf.write_all(&(payload.len() as u32).to_le_bytes());
-        let _ = self.buf.write_all(&crc.to_le_bytes());
+        let _ = self.buf.write_all(&len);
+        let _ = self.buf.write_all(&crc32fast::hash(&len).to_le_bytes());
+        let _ = self.buf.write_all(&crc32fast::hash(payload).to_le_bytes());
         self.buf.extend_from_slice(payload);
     }
 }
@@ -35,11 +38,15 @@ impl<'a> RecordWriter<'a> {
 pub enum RecordReadOutcome {
     /// Every byte belonged to a valid record.
     Clean,
-    /// The last record, starting at `offset`, is incomplete or fails its checksum and nothing
-    /// follows it: a crash during the write. The caller truncates the file there.
+    /// The last record, starting at `offset`, is incomplete: a crash during its write. The
+    /// caller truncates the file there.
     TornTail { offset: u64, reason: String },
-    /// A bad record at `offset` with more data after it.
+    /// A damaged record at `offset` with real data after it.
     Corrupt { offset: u64, reason: String },
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// Splits `data` into record payloads (each with its starting offset).
@@ -48,52 +55,50 @@ pub fn read_records(data: &[u8]) -> (Vec<(u64, &[u8])>, RecordReadOutcome) {
     let mut pos = 0usize;
     while pos < data.len() {
         let rest = &data[pos..];
+        let offset = pos as u64;
+        // Bytes that never made it to disk read back as missing or zero.
+        let only_zeros = |from: usize| rest[from.min(rest.len())..].iter().all(|b| *b == 0);
+        let torn = |reason: String| RecordReadOutcome::TornTail { offset, reason };
+        let corrupt = |reason: String| RecordReadOutcome::Corrupt { offset, reason };
         if rest.len() < HEADER_LEN {
             return (
                 out,
-                RecordReadOutcome::TornTail {
-                    offset: pos as u64,
-                    reason: format!("{} header bytes of {}", rest.len(), HEADER_LEN),
+                torn(format!("{} header bytes of {}", rest.len(), HEADER_LEN)),
+            );
+        }
+        let len_bytes = &rest[0..4];
+        let len = u32_at(rest, 0) as usize;
+        if crc32fast::hash(len_bytes) != u32_at(rest, 4) || len > MAX_RECORD_LEN {
+            let reason = "damaged record header".to_string();
+            return (
+                out,
+                if only_zeros(0) {
+                    torn(reason)
+                } else {
+                    corrupt(reason)
                 },
             );
         }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        let body_end = HEADER_LEN.saturating_add(len);
-        if len > MAX_RECORD_LEN || body_end > rest.len() {
-            // The length runs past the end of the file. If it is plausible this is a torn
-            // write; an absurd length with lots of data after it is corruption.
-            let reason = format!("record length {} but {} bytes remain", len, rest.len());
-            let outcome = if len <= MAX_RECORD_LEN {
-                RecordReadOutcome::TornTail {
-                    offset: pos as u64,
-                    reason,
-                }
-            } else {
-                RecordReadOutcome::Corrupt {
-                    offset: pos as u64,
-                    reason,
-                }
-            };
-            return (out, outcome);
+        let body_end = HEADER_LEN + len;
+        if body_end > rest.len() {
+            return (
+                out,
+                torn(format!("record of {} bytes but {} remain", len, rest.len())),
+            );
         }
         let payload = &rest[HEADER_LEN..body_end];
-        if crc32fast::hash(payload) != crc {
+        if crc32fast::hash(payload) != u32_at(rest, 8) {
             let reason = "checksum mismatch".to_string();
-            let outcome = if body_end == rest.len() {
-                RecordReadOutcome::TornTail {
-                    offset: pos as u64,
-                    reason,
-                }
-            } else {
-                RecordReadOutcome::Corrupt {
-                    offset: pos as u64,
-                    reason,
-                }
-            };
-            return (out, outcome);
+            return (
+                out,
+                if only_zeros(body_end) {
+                    torn(reason)
+                } else {
+                    corrupt(reason)
+                },
+            );
         }
-        out.push((pos as u64, payload));
+        out.push((offset, payload));
         pos += body_end;
     }
     (out, RecordReadOutcome::Clean)
@@ -163,7 +168,7 @@ mod tests {
     #[test]
     fn absurd_length_is_corruption() {
         let mut buf = three_records();
-        buf[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        buf[0..4].copy_from_slice(&7u32.to_le_bytes()); // plausible but wrong length
         assert!(matches!(
             read_records(&buf).1,
             RecordReadOutcome::Corrupt { offset: 0, .. }

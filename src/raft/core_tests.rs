@@ -1,0 +1,484 @@
+//! Rule-by-rule tests of the pure core. Each test names the part of the paper it attacks.
+
+use super::core::LogSlice;
+use super::*;
+
+fn entry(index: LogIndex, term: Term) -> Entry {
+    Entry {
+        index,
+        term,
+        payload: Payload::Noop,
+    }
+}
+
+fn node(id: NodeId, term: Term, entries: Vec<Entry>) -> RaftCore {
+    RaftCore::new(
+        id,
+        vec![1, 2, 3],
+        HardState {
+            current_term: term,
+            voted_for: None,
+        },
+        RaftLog::new(0, 0, entries),
+    )
+}
+
+/// Completes every Persist effect (as the LogStore would) and returns all other effects.
+fn durable(core: &mut RaftCore, effects: Vec<Effect>) -> Vec<Effect> {
+    let mut out = Vec::new();
+    let mut queue = effects;
+    while !queue.is_empty() {
+        let mut next = Vec::new();
+        for e in queue {
+            match e {
+                Effect::Persist(b) => next.extend(core.on_persisted(b.seq)),
+                other => out.push(other),
+            }
+        }
+        queue = next;
+    }
+    out
+}
+
+fn sent(effects: &[Effect]) -> Vec<(NodeId, Message)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, msg } => Some((*to, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn vote_req(term: Term, candidate: NodeId, last_index: LogIndex, last_term: Term) -> Message {
+    Message::RequestVote {
+        term,
+        candidate_id: candidate,
+        last_log_index: last_index,
+        last_log_term: last_term,
+    }
+}
+
+fn granted(effects: &[Effect]) -> Option<bool> {
+    sent(effects).into_iter().find_map(|(_, m)| match m {
+        Message::RequestVoteResponse { vote_granted, .. } => Some(vote_granted),
+        _ => None,
+    })
+}
+
+fn append(
+    term: Term,
+    leader: NodeId,
+    prev: (LogIndex, Term),
+    entries: Vec<Entry>,
+    commit: LogIndex,
+) -> Message {
+    Message::AppendEntries {
+        term,
+        leader_id: leader,
+        prev_log_index: prev.0,
+        prev_log_term: prev.1,
+        entries,
+        leader_commit: commit,
+        read_seq: 0,
+    }
+}
+
+fn append_reply(effects: &[Effect]) -> Option<(bool, LogIndex, Option<RejectHint>)> {
+    sent(effects).into_iter().find_map(|(_, m)| match m {
+        Message::AppendEntriesResponse {
+            success,
+            match_index,
+            reject,
+            ..
+        } => Some((success, match_index, reject)),
+        _ => None,
+    })
+}
+
+fn terms(core: &RaftCore) -> Vec<Term> {
+    (1..=core.log().last_index())
+        .map(|i| core.log().term_at(i).unwrap_or(0))
+        .collect()
+}
+
+/// Elects node 1 leader of a fresh 3-node cluster in term 1.
+fn leader() -> RaftCore {
+    let mut n = node(1, 0, vec![]);
+    let e = n.on_election_timeout();
+    durable(&mut n, e);
+    let e = n.on_message(
+        2,
+        Message::RequestVoteResponse {
+            term: 1,
+            vote_granted: true,
+        },
+    );
+    durable(&mut n, e);
+    assert_eq!(n.role(), Role::Leader);
+    n
+}
+
+// ----- §5.2 elections, Figure 2 RequestVote -----
+
+#[test]
+fn at_most_one_vote_per_term() {
+    let mut n = node(1, 1, vec![]);
+    let e = n.on_message(2, vote_req(2, 2, 0, 0));
+    assert_eq!(granted(&durable(&mut n, e)), Some(true));
+    // Same term, another candidate: denied.
+    let e = n.on_message(3, vote_req(2, 3, 0, 0));
+    assert_eq!(granted(&durable(&mut n, e)), Some(false));
+    // The same candidate asking again (a retransmission) gets the same answer.
+    let e = n.on_message(2, vote_req(2, 2, 0, 0));
+    assert_eq!(granted(&durable(&mut n, e)), Some(true));
+    assert_eq!(n.voted_for(), Some(2));
+}
+
+#[test]
+fn vote_requires_candidate_log_at_least_as_up_to_date() {
+    // Reference: §5.4.1 — compare last terms, then lengths.
+    let log = vec![entry(1, 1), entry(2, 2), entry(3, 2)];
+    let cases = [
+        ((3, 2), true),  // identical
+        ((5, 2), true),  // longer, same term
+        ((1, 3), true),  // shorter but newer term
+        ((2, 2), false), // shorter, same term
+        ((9, 1), false), // longer but older term
+    ];
+    for ((last_index, last_term), want) in cases {
+        let mut n = node(1, 2, log.clone());
+        let e = n.on_message(2, vote_req(3, 2, last_index, last_term));
+        assert_eq!(
+            granted(&durable(&mut n, e)),
+            Some(want),
+            "candidate log {}/{}",
+            last_index,
+            last_term
+        );
+    }
+}
+
+#[test]
+fn stale_term_vote_is_denied_and_higher_term_makes_follower() {
+    let mut n = leader();
+    let e = n.on_message(2, vote_req(0, 2, 10, 10));
+    assert_eq!(granted(&durable(&mut n, e)), Some(false));
+    assert_eq!(n.role(), Role::Leader);
+    // Figure 2, All Servers: any higher term turns a leader into a follower of that term,
+    // even when the vote itself is denied (log behind).
+    let e = n.on_message(3, vote_req(5, 3, 0, 0));
+    let e = durable(&mut n, e);
+    assert!(e.contains(&Effect::SteppedDown));
+    assert_eq!(granted(&e), Some(false));
+    assert_eq!((n.role(), n.current_term()), (Role::Follower, 5));
+}
+
+#[test]
+fn vote_reply_waits_until_the_vote_is_durable() {
+    let mut n = node(1, 1, vec![]);
+    let effects = n.on_message(2, vote_req(2, 2, 0, 0));
+    // The reply is held back: only a Persist (of term 2, vote for 2) comes out.
+    assert!(sent(&effects).is_empty());
+    let batch = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Persist(b) => Some(b.clone()),
+            _ => None,
+        })
+        .expect("persist");
+    assert_eq!(
+        batch.hard_state,
+        Some(HardState {
+            current_term: 2,
+            voted_for: Some(2)
+        })
+    );
+    let after = n.on_persisted(batch.seq);
+    assert_eq!(granted(&after), Some(true));
+}
+
+#[test]
+fn candidate_needs_a_majority_and_ignores_other_terms() {
+    let mut n = node(1, 0, vec![]);
+    let e = n.on_election_timeout();
+    let e = durable(&mut n, e);
+    assert_eq!(n.role(), Role::Candidate);
+    assert_eq!(sent(&e).len(), 2, "asks both peers");
+    // A stale grant from an earlier term does not count.
+    n.on_message(
+        2,
+        Message::RequestVoteResponse {
+            term: 0,
+            vote_granted: true,
+        },
+    );
+    assert_eq!(n.role(), Role::Candidate);
+    let e = n.on_message(
+        3,
+        Message::RequestVoteResponse {
+            term: 1,
+            vote_granted: false,
+        },
+    );
+    durable(&mut n, e);
+    assert_eq!(n.role(), Role::Candidate);
+    let e = n.on_message(
+        2,
+        Message::RequestVoteResponse {
+            term: 1,
+            vote_granted: true,
+        },
+    );
+    let e = durable(&mut n, e);
+    assert_eq!(n.role(), Role::Leader);
+    assert!(e.contains(&Effect::BecameLeader {
+        term: 1,
+        next_index: 1
+    }));
+    // The new leader's first entry is a no-op of its own term (§5.4.2).
+    assert_eq!(
+        n.log().get(1).map(|e| (&e.payload, e.term)),
+        Some((&Payload::Noop, 1))
+    );
+}
+
+// ----- §5.3 log replication, Figure 2 AppendEntries -----
+
+#[test]
+fn append_rejects_on_missing_or_mismatched_prev_with_a_hint() {
+    let mut n = node(
+        2,
+        3,
+        vec![entry(1, 1), entry(2, 2), entry(3, 2), entry(4, 2)],
+    );
+    // Too short: hint is our last index + 1.
+    let e = n.on_message(1, append(3, 1, (9, 3), vec![], 0));
+    let (ok, _, hint) = append_reply(&durable(&mut n, e)).unwrap();
+    assert!(!ok);
+    assert_eq!(
+        hint,
+        Some(RejectHint {
+            rejected_index: 9,
+            conflict_term: None,
+            conflict_index: 5
+        })
+    );
+    // Term mismatch at 4: hint is the first index of our term 2.
+    let e = n.on_message(1, append(3, 1, (4, 3), vec![], 0));
+    let (ok, _, hint) = append_reply(&durable(&mut n, e)).unwrap();
+    assert!(!ok);
+    assert_eq!(
+        hint,
+        Some(RejectHint {
+            rejected_index: 4,
+            conflict_term: Some(2),
+            conflict_index: 2
+        })
+    );
+    assert_eq!(n.log().last_index(), 4, "a refusal changes nothing");
+}
+
+#[test]
+fn append_truncates_only_from_the_first_conflict() {
+    let mut n = node(
+        2,
+        2,
+        vec![entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)],
+    );
+    let e = n.on_message(1, append(3, 1, (2, 1), vec![entry(3, 2), entry(4, 3)], 0));
+    let (ok, m, _) = append_reply(&durable(&mut n, e)).unwrap();
+    assert!(ok);
+    assert_eq!(m, 4);
+    assert_eq!(terms(&n), vec![1, 1, 2, 3]);
+}
+
+#[test]
+fn stale_reordered_append_never_erases_entries() {
+    let mut n = node(2, 1, vec![]);
+    let full = append(1, 1, (0, 0), vec![entry(1, 1), entry(2, 1), entry(3, 1)], 0);
+    let e = n.on_message(1, full);
+    durable(&mut n, e);
+    // An older request that carried only entry 1 arrives late: entries 2 and 3 must stay.
+    let e = n.on_message(1, append(1, 1, (0, 0), vec![entry(1, 1)], 0));
+    let (ok, m, _) = append_reply(&durable(&mut n, e)).unwrap();
+    assert!(ok);
+    assert_eq!(m, 1, "acknowledges only what this request proved");
+    assert_eq!(terms(&n), vec![1, 1, 1]);
+}
+
+#[test]
+fn commit_is_min_of_leader_commit_and_last_new_entry() {
+    let mut n = node(2, 1, vec![entry(1, 1), entry(2, 1), entry(3, 1)]);
+    // Our log has 3 entries, but this request only proves agreement up to 2.
+    let e = n.on_message(1, append(1, 1, (1, 1), vec![entry(2, 1)], 3));
+    let e = durable(&mut n, e);
+    assert_eq!(n.commit_index(), 2);
+    assert!(e.contains(&Effect::Apply(vec![entry(1, 1), entry(2, 1)])));
+    let e = n.on_message(1, append(1, 1, (3, 1), vec![], 3));
+    let e = durable(&mut n, e);
+    assert_eq!(n.commit_index(), 3);
+    assert!(
+        e.contains(&Effect::Apply(vec![entry(3, 1)])),
+        "applied once, in order"
+    );
+}
+
+#[test]
+fn append_ack_waits_until_entries_are_durable() {
+    let mut n = node(2, 1, vec![]);
+    let effects = n.on_message(1, append(1, 1, (0, 0), vec![entry(1, 1)], 0));
+    assert!(sent(&effects).is_empty(), "no ack before fsync");
+    let e = durable(&mut n, effects);
+    assert_eq!(append_reply(&e).map(|r| r.0), Some(true));
+}
+
+#[test]
+fn append_from_stale_term_is_refused_with_our_term() {
+    let mut n = node(2, 5, vec![]);
+    let e = n.on_message(1, append(4, 1, (0, 0), vec![entry(1, 4)], 0));
+    let e = durable(&mut n, e);
+    match sent(&e).first() {
+        Some((
+            1,
+            Message::AppendEntriesResponse {
+                term: 5,
+                success: false,
+                ..
+            },
+        )) => {}
+        other => panic!("unexpected {:?}", other),
+    }
+    assert_eq!(n.log().last_index(), 0);
+}
+
+// ----- §5.4.2 committing entries from previous terms (Figure 8) -----
+
+#[test]
+fn leader_commits_only_current_term_entries_by_counting_replicas() {
+    // Node 1 has an entry from term 2 that it never committed, and now leads term 4.
+    let mut n = RaftCore::new(
+        1,
+        vec![1, 2, 3],
+        HardState {
+            current_term: 3,
+            voted_for: None,
+        },
+        RaftLog::new(0, 0, vec![entry(1, 1), entry(2, 2)]),
+    );
+    let e = n.on_election_timeout();
+    durable(&mut n, e);
+    let e = n.on_message(
+        2,
+        Message::RequestVoteResponse {
+            term: 4,
+            vote_granted: true,
+        },
+    );
+    durable(&mut n, e);
+    assert_eq!(n.role(), Role::Leader);
+    assert_eq!(terms(&n), vec![1, 2, 4], "no-op appended at 3");
+    // A majority (1 and 2) holds index 2 from term 2: not enough to commit it.
+    let e = n.on_replicated(4, 2, 2, 0);
+    durable(&mut n, e);
+    assert_eq!(n.commit_index(), 0);
+    // Once the current-term no-op is on a majority, everything up to it commits.
+    let e = n.on_replicated(4, 2, 3, 0);
+    let e = durable(&mut n, e);
+    assert_eq!(n.commit_index(), 3);
+    assert!(e.contains(&Effect::Apply(vec![entry(1, 1), entry(2, 2), entry(3, 4)])));
+}
+
+#[test]
+fn leader_counts_its_own_copy_only_once_durable() {
+    let mut n = leader();
+    let e = n.on_replicated(1, 2, 1, 0); // the no-op commits
+    durable(&mut n, e);
+    let (res, effects) = n.propose(Payload::Noop);
+    let (index, _) = res.unwrap();
+    // The follower acknowledges before our own fsync finished: no commit yet, since only
+    // one copy (the follower's) is known durable.
+    let e = n.on_replicated(1, 2, index, 0);
+    assert!(e.is_empty() || !e.iter().any(|x| matches!(x, Effect::Apply(_))));
+    assert!(n.commit_index() < index);
+    durable(&mut n, effects);
+    assert_eq!(n.commit_index(), index);
+}
+
+#[test]
+fn replicator_of_an_old_term_gets_nothing() {
+    let mut n = leader();
+    assert!(matches!(
+        n.log_slice(1, 1, 10, 1 << 20),
+        LogSlice::Entries { .. }
+    ));
+    assert_eq!(n.log_slice(0, 1, 10, 1 << 20), LogSlice::NotLeader);
+    let e = n.on_message(2, vote_req(7, 2, 9, 9));
+    durable(&mut n, e);
+    assert_eq!(n.log_slice(1, 1, 10, 1 << 20), LogSlice::NotLeader);
+}
+
+// ----- reads (§6.4 of the thesis) -----
+
+#[test]
+fn read_waits_for_noop_commit_and_a_heartbeat_quorum() {
+    let mut n = leader();
+    let (ok, e) = n.read(7);
+    assert!(ok);
+    let e = durable(&mut n, e);
+    assert!(e.contains(&Effect::BroadcastHeartbeat { read_seq: 1 }));
+    assert!(!e.iter().any(|x| matches!(x, Effect::ReadReady { .. })));
+    // A peer acknowledges the round but the no-op is not yet committed: still waiting.
+    let e = n.on_replicated(1, 2, 0, 1);
+    assert!(!e.iter().any(|x| matches!(x, Effect::ReadReady { .. })));
+    // The no-op commits: the read is released with read index 1.
+    let e = n.on_replicated(1, 2, 1, 1);
+    let e = durable(&mut n, e);
+    assert!(e.contains(&Effect::ReadReady {
+        id: 7,
+        read_index: 1
+    }));
+}
+
+#[test]
+fn deposed_leader_fails_pending_reads() {
+    let mut n = leader();
+    let (_, e) = n.read(9);
+    durable(&mut n, e);
+    let e = n.on_message(
+        3,
+        Message::AppendEntriesResponse {
+            term: 2,
+            success: false,
+            match_index: 0,
+            reject: None,
+            read_seq: 1,
+        },
+    );
+    let e = durable(&mut n, e);
+    assert!(e.contains(&Effect::ReadFailed { id: 9 }));
+    assert_eq!(n.role(), Role::Follower);
+}
+
+#[test]
+fn leader_without_a_majority_steps_down_at_the_next_timeout() {
+    let mut n = leader();
+    let e = n.on_election_timeout();
+    let e = durable(&mut n, e);
+    assert!(e.contains(&Effect::SteppedDown));
+    assert_eq!(n.role(), Role::Follower);
+    // With a peer answering, a leader keeps its role.
+    let mut n = leader();
+    n.on_message(
+        2,
+        Message::AppendEntriesResponse {
+            term: 1,
+            success: true,
+            match_index: 1,
+            reject: None,
+            read_seq: 0,
+        },
+    );
+    n.on_election_timeout();
+    assert_eq!(n.role(), Role::Leader);
+}
