@@ -10,7 +10,7 @@ use log::info;
 use crate::actors::consensus::{Consensus, RaftOptions};
 use crate::actors::election_timer::ElectionTimer;
 use crate::actors::log_store::LogStore;
-use crate::actors::state_machine::StateMachine;
+use crate::actors::state_machine::{AppliedEntries, StateMachine};
 use crate::config::Config;
 use crate::kv::KvStore;
 use crate::net::tcp::{serve_inbound, TcpTransport};
@@ -26,6 +26,8 @@ pub struct NodeDeps {
     pub initial: InitialState,
     /// Seeds the election timer's randomness.
     pub seed: u64,
+    /// Receives every applied entry (simulator invariant checks); `None` in production.
+    pub observer: Option<Recipient<AppliedEntries>>,
 }
 
 /// Addresses of a running node's actors.
@@ -53,9 +55,11 @@ pub fn start_node(
     let mut state_machine = None;
     let transport = deps.transport;
     let seed = deps.seed;
+    let observer = deps.observer;
     let consensus = Consensus::create(|ctx| {
-        let sm =
-            StateMachine::new(id, KvStore::default(), 0, Some(ctx.address().recipient())).start();
+        let sm = StateMachine::new(id, KvStore::default(), 0, Some(ctx.address().recipient()))
+            .with_observer(observer)
+            .start();
         state_machine = Some(sm.clone());
         let timer = ElectionTimer::new(
             options.election_timeout_min,
@@ -101,6 +105,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             storage: Box::new(storage),
             initial,
             seed: rand::random(),
+            observer: None,
         },
     );
     let peer_ids: BTreeSet<NodeId> = peers.iter().map(|p| p.0).collect();

@@ -54,6 +54,14 @@ pub struct Applied {
 #[rtype(result = "()")]
 pub struct StopStateMachine;
 
+/// Every applied entry, for test observers that check State Machine Safety.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct AppliedEntries {
+    pub node: u64,
+    pub entries: Vec<Entry>,
+}
+
 pub struct StateMachine {
     node_id: u64,
     kv: KvStore,
@@ -61,6 +69,7 @@ pub struct StateMachine {
     waiters: BTreeMap<LogIndex, (Term, oneshot::Sender<ClientResponse>)>,
     reads: BTreeMap<LogIndex, Vec<(String, oneshot::Sender<ClientResponse>)>>,
     applied_to: Option<Recipient<Applied>>,
+    observer: Option<Recipient<AppliedEntries>>,
 }
 
 impl StateMachine {
@@ -77,7 +86,14 @@ impl StateMachine {
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
             applied_to,
+            observer: None,
         }
+    }
+
+    /// Also report every applied entry to `observer` (tests).
+    pub fn with_observer(mut self, observer: Option<Recipient<AppliedEntries>>) -> Self {
+        self.observer = observer;
+        self
     }
 
     fn answer_reads(&mut self) {
@@ -99,6 +115,7 @@ impl Handler<Apply> for StateMachine {
     type Result = ();
 
     fn handle(&mut self, Apply(entries): Apply, _ctx: &mut Context<Self>) {
+        let observed = self.observer.as_ref().map(|_| entries.clone());
         for entry in entries {
             // Apply in index order, exactly once (Figure 2, All Servers rule 1).
             if entry.index <= self.last_applied {
@@ -141,6 +158,13 @@ impl Handler<Apply> for StateMachine {
         let later = self.waiters.split_off(&(self.last_applied + 1));
         self.waiters = later;
         self.answer_reads();
+        if let (Some(o), Some(mut entries)) = (&self.observer, observed) {
+            entries.retain(|e| e.index <= self.last_applied);
+            o.do_send(AppliedEntries {
+                node: self.node_id,
+                entries,
+            });
+        }
         if let Some(r) = &self.applied_to {
             r.do_send(Applied {
                 index: self.last_applied,

@@ -3,7 +3,7 @@
 
 mod routes;
 
-pub use routes::{configure, GatewayState};
+pub use routes::{configure, dispatch, status_code, GatewayState};
 
 use crate::config::Config;
 use crate::node::NodeHandle;

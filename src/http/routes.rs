@@ -102,13 +102,29 @@ fn session(req: &HttpRequest) -> Result<Option<ClientSession>, Rejected> {
 }
 
 async fn call(state: &GatewayState, request: ClientRequest) -> ClientResponse {
+    dispatch(&state.node, request, state.request_timeout).await
+}
+
+/// Sends a client request into `node` and waits at most `timeout` for the outcome: the
+/// exact path every HTTP handler takes (the simulator's clients use it too).
+pub async fn dispatch(
+    node: &NodeHandle,
+    request: ClientRequest,
+    timeout: Duration,
+) -> ClientResponse {
     let is_write = matches!(request, ClientRequest::Write { .. });
-    let send = state.node.consensus.send(ClientCall {
+    let send = node.consensus.send(ClientCall {
         request,
         forwarded: false,
     });
-    match tokio::time::timeout(state.request_timeout, send).await {
+    match tokio::time::timeout(timeout, send).await {
         Ok(Ok(response)) => response,
+        // The node stopped while the request was in progress: a write may already be in
+        // the log (or forwarded), so its outcome is unknown.
+        Ok(Err(_)) if is_write => ClientResponse::Unknown {
+            reason: "node stopped while the write was in progress".into(),
+            leader: None,
+        },
         Ok(Err(_)) => ClientResponse::Unavailable {
             reason: "node is shutting down".into(),
             leader: None,
@@ -116,7 +132,7 @@ async fn call(state: &GatewayState, request: ClientRequest) -> ClientResponse {
         Err(_) => ClientResponse::Unknown {
             reason: format!(
                 "timed out after {:?}; {}",
-                state.request_timeout,
+                timeout,
                 if is_write {
                     "the write may or may not be applied"
                 } else {
@@ -125,6 +141,16 @@ async fn call(state: &GatewayState, request: ClientRequest) -> ClientResponse {
             ),
             leader: None,
         },
+    }
+}
+
+/// The HTTP status a response maps to.
+pub fn status_code(response: &ClientResponse) -> u16 {
+    match response {
+        ClientResponse::Written { .. } | ClientResponse::Value(Some(_)) => 200,
+        ClientResponse::Value(None) => 404,
+        ClientResponse::Unavailable { .. } => 503,
+        ClientResponse::Unknown { .. } => 504,
     }
 }
 

@@ -1,34 +1,67 @@
 //! In-memory storage for the simulator: a "disk" that survives a simulated crash of the
-//! node that owns it (what was synced is kept, what was in flight is lost).
+//! node that owns it. What was synced is kept; a write still in flight when the node
+//! crashes is lost, because a crash moves the disk to a new incarnation and writes from
+//! the old one are ignored.
 
 use std::sync::{Arc, Mutex};
 
 use super::{apply_batch_to, InitialState, Storage, StorageError};
 use crate::raft::PersistBatch;
 
+#[derive(Default)]
+struct DiskImage {
+    durable: InitialState,
+    incarnation: u64,
+}
+
 /// The durable image shared between a simulated node and the test harness.
-pub type MemDisk = Arc<Mutex<InitialState>>;
+#[derive(Clone, Default)]
+pub struct MemDisk {
+    inner: Arc<Mutex<DiskImage>>,
+}
+
+impl MemDisk {
+    pub fn new() -> Self {
+        MemDisk::default()
+    }
+
+    /// What a node starting now would load.
+    pub fn load(&self) -> InitialState {
+        self.inner
+            .lock()
+            .map(|d| d.durable.clone())
+            .unwrap_or_default()
+    }
+
+    /// The owning node crashed: writes still on their way are dropped.
+    pub fn crash(&self) {
+        if let Ok(mut d) = self.inner.lock() {
+            d.incarnation += 1;
+        }
+    }
+
+    /// Storage for the node incarnation starting now.
+    pub fn storage(&self) -> MemStorage {
+        let incarnation = self.inner.lock().map(|d| d.incarnation).unwrap_or(0);
+        MemStorage {
+            disk: self.clone(),
+            incarnation,
+        }
+    }
+}
 
 /// Storage whose `persist` lands in a [`MemDisk`].
 pub struct MemStorage {
     disk: MemDisk,
-}
-
-impl MemStorage {
-    pub fn new(disk: MemDisk) -> Self {
-        MemStorage { disk }
-    }
-
-    /// What a node restarting from `disk` would load.
-    pub fn load(disk: &MemDisk) -> InitialState {
-        disk.lock().map(|d| d.clone()).unwrap_or_default()
-    }
+    incarnation: u64,
 }
 
 impl Storage for MemStorage {
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        if let Ok(mut d) = self.disk.lock() {
-            apply_batch_to(&mut d, batch);
+        if let Ok(mut d) = self.disk.inner.lock() {
+            if d.incarnation == self.incarnation {
+                apply_batch_to(&mut d.durable, batch);
+            }
         }
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! Each cluster lives in its own temp directory (`$TMPDIR/raftkv-it-<name>-<pid>`) holding,
 //! per node, a generated config (`nodeK.toml`), a data dir (`nodeK/`) and a log file
 //! (`nodeK.log`, the node's stdout and stderr; restarts append). On success the directory is
-//! removed; when a test panics it is kept and the tail of every node's log is printed.
+//! removed (unless `RAFTKV_KEEP_TEST_DIRS` is set); when a test panics it is kept and the
+//! tail of every node's log is printed.
 //!
 //! Ports: every node gets its own HTTP and Raft port, chosen once per cluster and kept for
 //! the cluster's life (so a restarted node comes back at the same addresses). They are
@@ -169,7 +170,8 @@ impl Cluster {
         for id in c.ids() {
             let text = c.config_text(id);
             let path = c.node(id).config_path.clone();
-            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {}", path.display(), e));
+            std::fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("write {}: {}", path.display(), e));
         }
         for id in c.ids() {
             c.spawn(id);
@@ -182,7 +184,10 @@ impl Cluster {
         let n = self.node(id);
         let mut t = String::new();
         t.push_str(&format!("id = {}\n", id));
-        t.push_str(&format!("data_dir = {}\n", toml_str(&n.data_dir.display().to_string())));
+        t.push_str(&format!(
+            "data_dir = {}\n",
+            toml_str(&n.data_dir.display().to_string())
+        ));
         t.push_str(&format!("http_addr = \"{}\"\n", n.http_addr));
         t.push_str(&format!("raft_addr = \"{}\"\n", n.raft_addr));
         let o = &self.opts;
@@ -291,24 +296,39 @@ impl Cluster {
     /// SIGKILLs node `id` and reaps it.
     pub fn kill(&mut self, id: u64) {
         let n = self.node_mut(id);
-        let mut child = n.child.take().unwrap_or_else(|| panic!("node {} is not running", id));
+        let mut child = n
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {} is not running", id));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        append_marker(&n.log_path, &format!("=== harness: killed node {} (SIGKILL) ===", id));
+        append_marker(
+            &n.log_path,
+            &format!("=== harness: killed node {} (SIGKILL) ===", id),
+        );
     }
 
     /// Sends SIGTERM to node `id` and waits (up to `timeout`) for it to exit; returns how it
     /// exited. Panics if it does not exit in time (after killing it).
     pub fn terminate(&mut self, id: u64, timeout: Duration) -> ExitStatus {
         let n = self.node_mut(id);
-        let mut child = n.child.take().unwrap_or_else(|| panic!("node {} is not running", id));
+        let mut child = n
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {} is not running", id));
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
-                append_marker(&n.log_path, &format!("=== harness: node {} exited after SIGTERM: {} ===", id, status));
+                append_marker(
+                    &n.log_path,
+                    &format!(
+                        "=== harness: node {} exited after SIGTERM: {} ===",
+                        id, status
+                    ),
+                );
                 return status;
             }
             if Instant::now() > deadline {
@@ -335,8 +355,10 @@ impl Cluster {
     /// Waits until node `id` answers `/status` with its own pid (so the port really is ours).
     pub fn wait_until_serving(&self, id: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let pid = self.pid(id).unwrap_or_else(|| panic!("node {} is not running", id));
-        let mut last = String::new();
+        let pid = self
+            .pid(id)
+            .unwrap_or_else(|| panic!("node {} is not running", id));
+        let mut last: String;
         loop {
             match self.status(id) {
                 Ok(s) if s.pid == pid => return,
@@ -387,7 +409,12 @@ impl Cluster {
         )
         .map_err(|e| format!("node {}: {}", id, e))?;
         if r.status != 200 {
-            return Err(format!("node {}: /status answered {}: {}", id, r.status, r.body_text()));
+            return Err(format!(
+                "node {}: /status answered {}: {}",
+                id,
+                r.status,
+                r.body_text()
+            ));
         }
         serde_json::from_slice(&r.body)
             .map_err(|e| format!("node {}: bad /status JSON ({}): {}", id, e, r.body_text()))
@@ -403,46 +430,68 @@ impl Cluster {
     pub fn wait_for_leader_after(&self, min_term: u64, timeout: Duration) -> (u64, u64) {
         let live = self.live_ids();
         let mut last = String::new();
-        wait_for(&format!("an agreed leader among nodes {:?}", live), timeout, || {
-            let statuses: Result<Vec<Status>, String> = live.iter().map(|&id| self.status(id)).collect();
-            match statuses {
-                Err(e) => last = e,
-                Ok(ss) => {
-                    last = format!("{:?}", ss);
-                    let first = &ss[0];
-                    if let Some(leader) = first.leader {
-                        let agreed = ss.iter().all(|s| s.leader == Some(leader) && s.term == first.term);
-                        let leads = ss
-                            .iter()
-                            .any(|s| s.id == leader && s.role == "leader");
-                        if agreed && leads && first.term > min_term {
-                            return Some((leader, first.term));
+        wait_for(
+            &format!("an agreed leader among nodes {:?}", live),
+            timeout,
+            || {
+                let statuses: Result<Vec<Status>, String> =
+                    live.iter().map(|&id| self.status(id)).collect();
+                match statuses {
+                    Err(e) => last = e,
+                    Ok(ss) => {
+                        last = format!("{:?}", ss);
+                        let first = &ss[0];
+                        if let Some(leader) = first.leader {
+                            let agreed = ss
+                                .iter()
+                                .all(|s| s.leader == Some(leader) && s.term == first.term);
+                            let leads = ss.iter().any(|s| s.id == leader && s.role == "leader");
+                            if agreed && leads && first.term > min_term {
+                                return Some((leader, first.term));
+                            }
                         }
                     }
                 }
-            }
-            None
+                None
+            },
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no agreed leader among {:?} within {:?}; last seen: {}",
+                live, timeout, last
+            )
         })
-        .unwrap_or_else(|| panic!("no agreed leader among {:?} within {:?}; last seen: {}", live, timeout, last))
     }
 
     /// Live nodes other than `leader`.
     pub fn followers_of(&self, leader: u64) -> Vec<u64> {
-        self.live_ids().into_iter().filter(|&id| id != leader).collect()
+        self.live_ids()
+            .into_iter()
+            .filter(|&id| id != leader)
+            .collect()
     }
 
     /// Waits until node `id` has applied at least `index`.
     pub fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> Status {
         let mut last = String::new();
-        wait_for(&format!("node {} to apply index {}", id, index), timeout, || {
-            match self.status(id) {
-                Ok(s) if s.last_applied >= index => return Some(s),
-                Ok(s) => last = format!("{:?}", s),
-                Err(e) => last = e,
-            }
-            None
+        wait_for(
+            &format!("node {} to apply index {}", id, index),
+            timeout,
+            || {
+                match self.status(id) {
+                    Ok(s) if s.last_applied >= index => return Some(s),
+                    Ok(s) => last = format!("{:?}", s),
+                    Err(e) => last = e,
+                }
+                None
+            },
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "node {} did not apply index {} within {:?}; last: {}",
+                id, index, timeout, last
+            )
         })
-        .unwrap_or_else(|| panic!("node {} did not apply index {} within {:?}; last: {}", id, index, timeout, last))
     }
 
     // ----- single-attempt key-value calls: (status, body text) -----
@@ -475,17 +524,42 @@ impl Cluster {
 
     /// A [`KvClient`] talking to the given nodes only (it retries writes exactly-once).
     pub fn client(&self, via: &[u64], client_id: &str) -> KvClient {
-        let mut c = KvClient::new(via.iter().map(|&id| self.http_addr(id)).collect(), client_id.to_string());
+        let mut c = KvClient::new(
+            via.iter().map(|&id| self.http_addr(id)).collect(),
+            client_id.to_string(),
+        );
         c.deadline = Duration::from_secs(20);
         c.attempt_timeout = self.opts.http_timeout();
         c
     }
 
+    /// A fresh client id (a reused id with a reused seq would be taken for a retry).
+    pub fn unique_client_id(&self, what: &str) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let mut id = format!(
+            "{}-{}-{}",
+            what,
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        id.truncate(128);
+        id
+    }
+
     /// Writes `key` through node `via` (retrying 503/504 exactly-once); panics unless the
     /// write is acknowledged.
     pub fn put_acked(&self, via: u64, key: &str, value: &[u8]) {
-        let r = self.client(&[via], &format!("{}-put-{}", self.name, key)).put(key, value);
-        assert!(matches!(r, KvResult::Ok(_)), "PUT {} via node {} not acknowledged: {:?}", key, via, r);
+        let r = self
+            .client(&[via], &self.unique_client_id("put"))
+            .put(key, value);
+        assert!(
+            matches!(r, KvResult::Ok(_)),
+            "PUT {} via node {} not acknowledged: {:?}",
+            key,
+            via,
+            r
+        );
     }
 
     /// Writes every (key, value) through the live nodes with one client session; panics
@@ -494,7 +568,12 @@ impl Cluster {
         let mut c = self.client(&self.live_ids(), client_id);
         for (k, v) in kvs {
             let r = c.put(k, v.as_bytes());
-            assert!(matches!(r, KvResult::Ok(_)), "PUT {} not acknowledged: {:?}", k, r);
+            assert!(
+                matches!(r, KvResult::Ok(_)),
+                "PUT {} not acknowledged: {:?}",
+                k,
+                r
+            );
         }
     }
 
@@ -515,10 +594,17 @@ impl Cluster {
 
     /// Waits until node `id`'s log contains `needle`.
     pub fn wait_for_log(&self, id: u64, needle: &str, timeout: Duration) {
-        wait_for(&format!("'{}' in node {}'s log", needle, id), timeout, || {
-            self.log_text(id).contains(needle).then_some(())
-        })
-        .unwrap_or_else(|| panic!("node {}'s log never showed '{}' within {:?}", id, needle, timeout));
+        wait_for(
+            &format!("'{}' in node {}'s log", needle, id),
+            timeout,
+            || self.log_text(id).contains(needle).then_some(()),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "node {}'s log never showed '{}' within {:?}",
+                id, needle, timeout
+            )
+        });
     }
 
     fn print_log_tails(&self, lines: usize) {
@@ -550,7 +636,7 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             self.print_log_tails(40);
-        } else {
+        } else if std::env::var_os("RAFTKV_KEEP_TEST_DIRS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -593,7 +679,10 @@ pub fn raw_exchange(addr: &str, bytes: &[u8], timeout: Duration) -> (Vec<u8>, bo
         match reader.read(&mut buf) {
             Ok(0) => break true,
             Ok(k) => got.extend_from_slice(&buf[..k]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 break false
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -648,7 +737,14 @@ fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -663,7 +759,11 @@ fn die_with_parent(_cmd: &mut Command) {}
 fn port_range() -> (u16, u16) {
     let eph_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
         .unwrap_or(32768);
     let high = eph_low.clamp(12_000, 32_768);
     (10_000, high)

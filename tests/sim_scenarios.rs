@@ -1,0 +1,449 @@
+//! The classic Raft scenarios, each on the deterministic simulator (tests/support/sim.rs),
+//! with the simulator's safety invariants checked throughout every run.
+//! Reference: Raft paper §5 and the well-known university lab suite.
+
+#[path = "support/sim.rs"]
+mod sim;
+
+use std::time::Duration;
+
+use raftkv::kv::ClientResponse;
+use raftkv::raft::NodeId;
+use sim::{seeds, simulate, NetConfig, Sim};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn written(r: &ClientResponse) -> bool {
+    matches!(r, ClientResponse::Written { .. })
+}
+
+/// Waits until every node in `nodes` has applied the same index and contents, at least
+/// `min_applied`.
+async fn agree(sim: &Sim, nodes: &[NodeId], min_applied: u64, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        let mut dumps = Vec::new();
+        for &id in nodes {
+            dumps.push(sim.dump(id).await);
+        }
+        let first = dumps[0].clone();
+        if let Some((applied, _)) = &first {
+            if *applied >= min_applied && dumps.iter().all(|d| *d == first) {
+                return true;
+            }
+        }
+        sim.sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+// ----- 2A: elections -----
+
+#[test]
+fn initial_election() {
+    for seed in seeds(100, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (leader, term) = sim
+                .wait_leader(&[1, 2, 3], 3 * SECOND)
+                .await
+                .expect("a leader within 3 s");
+            assert!(sim.now_ms() < 2000, "elected after {} ms", sim.now_ms());
+            // Healthy cluster: no spurious elections.
+            sim.sleep(5 * SECOND).await;
+            let again = sim.wait_leader(&[1, 2, 3], SECOND).await;
+            assert_eq!(again, Some((leader, term)), "leadership changed while healthy");
+        });
+    }
+}
+
+#[test]
+fn reelection_after_leader_isolation_and_none_without_majority() {
+    for seed in seeds(200, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (l1, t1) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            sim.isolate(l1);
+            let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&x| x != l1).collect();
+            let (l2, t2) = sim.wait_leader(&rest, 3 * SECOND).await.expect("new leader");
+            assert!(l2 != l1 && t2 > t1);
+            // The old leader rejoins: one leader, and it is not disrupted back to l1 by force.
+            sim.heal();
+            sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.expect("leader after heal");
+            // No majority: no leader may be agreed on.
+            let (l3, _) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            let other = if l3 == 1 { 2 } else { 1 };
+            sim.isolate(l3);
+            sim.isolate(other);
+            sim.sleep(2 * SECOND).await;
+            for id in [1, 2, 3] {
+                let s = sim.status(id).await.unwrap();
+                assert!(
+                    s.role != "leader" || s.id == l3,
+                    "node {} leads without a majority",
+                    id
+                );
+            }
+            // Even the isolated old leader steps down once it misses a majority.
+            let s = sim.status(l3).await.unwrap();
+            assert_ne!(s.role, "leader", "isolated leader must step down");
+            sim.heal();
+            sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.expect("leader after heal");
+        });
+    }
+}
+
+#[test]
+fn many_elections_seven_nodes() {
+    for seed in seeds(300, 2) {
+        simulate(7, seed, NetConfig::reliable(), |sim| async move {
+            let all: Vec<NodeId> = (1..=7).collect();
+            sim.wait_leader(&all, 3 * SECOND).await.expect("first leader");
+            for _ in 0..10 {
+                // Isolate 3 random nodes; the other 4 must still elect a leader.
+                let mut out = Vec::new();
+                while out.len() < 3 {
+                    let n = sim.rand_range(1, 7);
+                    if !out.contains(&n) {
+                        out.push(n);
+                    }
+                }
+                let rest: Vec<NodeId> = all.iter().copied().filter(|x| !out.contains(x)).collect();
+                let groups: Vec<&[NodeId]> = vec![&rest, &out[0..1], &out[1..2], &out[2..3]];
+                sim.partition(&groups);
+                sim.wait_leader(&rest, 5 * SECOND)
+                    .await
+                    .expect("majority elects a leader");
+                sim.heal();
+            }
+            sim.wait_leader(&all, 5 * SECOND).await.expect("final leader");
+        });
+    }
+}
+
+// ----- 2B: agreement -----
+
+#[test]
+fn basic_agreement() {
+    for seed in seeds(400, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            for i in 0..20 {
+                // Through any node: followers forward.
+                let via = (i % 3) + 1;
+                let r = sim.put(via, &format!("k{}", i), &format!("v{}", i)).await;
+                assert!(written(&r), "put via {}: {:?}", via, r);
+            }
+            assert!(agree(&sim, &[1, 2, 3], 21, 3 * SECOND).await);
+            for id in [1, 2, 3] {
+                let r = sim.get(id, "k7").await;
+                assert_eq!(r, ClientResponse::Value(Some(b"v7".to_vec())));
+            }
+        });
+    }
+}
+
+#[test]
+fn follower_failure_and_leader_failure_minority_never_commits() {
+    for seed in seeds(500, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (l, _) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            assert!(written(&sim.put(l, "a", "1").await));
+            // One follower down: the other two still commit.
+            let f1 = if l == 1 { 2 } else { 1 };
+            sim.crash(f1);
+            assert!(written(&sim.put(l, "b", "2").await));
+            // Both followers down: the leader cannot commit and must not say it did.
+            let f2 = 6 - l - f1;
+            sim.crash(f2);
+            let before = sim.committed_index();
+            let r = sim.put(l, "c", "3").await;
+            assert!(
+                matches!(r, ClientResponse::Unknown { .. } | ClientResponse::Unavailable { .. }),
+                "lone leader answered {:?}",
+                r
+            );
+            sim.sleep(2 * SECOND).await;
+            assert_eq!(sim.committed_index(), before, "a minority committed");
+            // Leader failure: crash it, bring the followers back; they elect and commit.
+            sim.crash(l);
+            sim.restart(f1);
+            sim.restart(f2);
+            let (l2, _) = sim.wait_leader(&[f1, f2], 5 * SECOND).await.unwrap();
+            assert!(written(&sim.put(l2, "d", "4").await));
+            sim.restart(l);
+            assert!(agree(&sim, &[1, 2, 3], 3, 5 * SECOND).await);
+            // The unacknowledged "c" may or may not survive; "a", "b", "d" must.
+            for (k, v) in [("a", "1"), ("b", "2"), ("d", "4")] {
+                assert_eq!(
+                    sim.get(l2, k).await,
+                    ClientResponse::Value(Some(v.as_bytes().to_vec()))
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn disconnected_follower_catches_up() {
+    for seed in seeds(600, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (l, _) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            let f = if l == 3 { 1 } else { 3 };
+            sim.isolate(f);
+            for i in 0..100 {
+                assert!(written(&sim.put(l, &format!("k{}", i), "v").await));
+            }
+            sim.heal();
+            assert!(agree(&sim, &[1, 2, 3], 100, 5 * SECOND).await);
+        });
+    }
+}
+
+#[test]
+fn five_nodes_three_disconnected_commit_nothing() {
+    for seed in seeds(700, 3) {
+        simulate(5, seed, NetConfig::reliable(), |sim| async move {
+            let all: Vec<NodeId> = (1..=5).collect();
+            let (l, _) = sim.wait_leader(&all, 3 * SECOND).await.unwrap();
+            assert!(written(&sim.put(l, "x", "1").await));
+            let others: Vec<NodeId> = all.iter().copied().filter(|&x| x != l).collect();
+            for &o in &others[0..3] {
+                sim.isolate(o);
+            }
+            let before = sim.committed_index();
+            for i in 0..5 {
+                let r = sim.put(l, &format!("y{}", i), "v").await;
+                assert!(!written(&r), "committed without a majority: {:?}", r);
+            }
+            assert_eq!(sim.committed_index(), before);
+            sim.heal();
+            let (l2, _) = sim.wait_leader(&all, 5 * SECOND).await.unwrap();
+            assert!(written(&sim.put(l2, "z", "1").await));
+            assert!(agree(&sim, &all, before + 1, 5 * SECOND).await);
+        });
+    }
+}
+
+#[test]
+fn concurrent_proposals_in_one_term_all_commit() {
+    for seed in seeds(800, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (l, term) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..50 {
+                let sim = sim.clone();
+                tasks.push(actix::spawn(async move {
+                    sim.put(l, &format!("c{}", i), &i.to_string()).await
+                }));
+            }
+            for t in tasks {
+                let r = t.await.unwrap();
+                assert!(written(&r), "{:?}", r);
+            }
+            let (_, term2) = sim.wait_leader(&[1, 2, 3], SECOND).await.unwrap();
+            assert_eq!(term, term2, "term changed during the burst");
+            assert!(agree(&sim, &[1, 2, 3], 51, 3 * SECOND).await);
+        });
+    }
+}
+
+#[test]
+fn partitioned_old_leader_rejoins_and_discards_uncommitted_entries() {
+    for seed in seeds(900, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (l1, _) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            assert!(written(&sim.put(l1, "base", "0").await));
+            sim.isolate(l1);
+            // The old leader accepts proposals it can never commit.
+            let mut pending = Vec::new();
+            for i in 0..3 {
+                let sim = sim.clone();
+                pending.push(actix::spawn(async move {
+                    sim.put(l1, &format!("lost{}", i), "x").await
+                }));
+            }
+            let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&x| x != l1).collect();
+            let (l2, _) = sim.wait_leader(&rest, 5 * SECOND).await.unwrap();
+            for i in 0..5 {
+                assert!(written(&sim.put(l2, &format!("new{}", i), "y").await));
+            }
+            sim.heal();
+            assert!(agree(&sim, &[1, 2, 3], 7, 5 * SECOND).await);
+            for p in pending {
+                let r = p.await.unwrap();
+                assert!(!written(&r), "an isolated leader acknowledged {:?}", r);
+            }
+            for i in 0..3 {
+                assert_eq!(
+                    sim.get(l2, &format!("lost{}", i)).await,
+                    ClientResponse::Value(None)
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn fast_backup_over_many_divergent_entries() {
+    for seed in seeds(1000, 2) {
+        simulate(5, seed, NetConfig::reliable(), |sim| async move {
+            let all: Vec<NodeId> = (1..=5).collect();
+            let (l1, _) = sim.wait_leader(&all, 3 * SECOND).await.unwrap();
+            assert!(written(&sim.put(l1, "base", "0").await));
+            let others: Vec<NodeId> = all.iter().copied().filter(|&x| x != l1).collect();
+            // Old leader + one follower: a minority that piles up 60 uncommitted entries.
+            let minority = vec![l1, others[0]];
+            let majority = others[1..].to_vec();
+            sim.partition(&[&minority, &majority]);
+            for i in 0..60 {
+                let sim = sim.clone();
+                actix::spawn(async move {
+                    let _ = sim.put(l1, &format!("stale{}", i), "x").await;
+                });
+            }
+            let (l2, _) = sim.wait_leader(&majority, 5 * SECOND).await.unwrap();
+            for i in 0..60 {
+                assert!(written(&sim.put(l2, &format!("fresh{}", i), "y").await));
+            }
+            sim.sleep(SECOND).await;
+            // Heal: the two stale logs must be repaired in a few rounds, not one per entry.
+            let before = sim.messages_of("AppendEntries");
+            sim.heal();
+            assert!(agree(&sim, &all, 62, 5 * SECOND).await);
+            let rounds = sim.messages_of("AppendEntries") - before;
+            // Heartbeats to four peers for the catch-up time plus a handful of repairs;
+            // backing off one entry at a time would need well over 120.
+            assert!(rounds < 100, "{} AppendEntries to repair 2 logs", rounds);
+        });
+    }
+}
+
+#[test]
+fn message_counts_stay_within_budget() {
+    for seed in seeds(1100, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            let election = sim.messages_total();
+            assert!(election <= 40, "election took {} messages", election);
+            let (l, _) = sim.wait_leader(&[1, 2, 3], SECOND).await.unwrap();
+            let before = sim.messages_total();
+            let t0 = sim.now_ms();
+            for i in 0..10 {
+                assert!(written(&sim.put(l, &format!("m{}", i), "v").await));
+            }
+            let used = sim.messages_total() - before;
+            // Heartbeats that fall in the same window are fair: 2 peers x 2 per 50 ms.
+            let heartbeats = 4 * (sim.now_ms() - t0) / 50 + 4;
+            assert!(
+                used <= 3 * 3 * 10 + heartbeats,
+                "10 agreements took {} messages ({} heartbeat allowance)",
+                used,
+                heartbeats
+            );
+            let before = sim.messages_total();
+            sim.sleep(SECOND).await;
+            let idle = sim.messages_total() - before;
+            assert!(idle <= 90, "an idle second cost {} messages", idle);
+        });
+    }
+}
+
+// ----- 2C: persistence -----
+
+#[test]
+fn persistence_through_repeated_crashes_of_majorities_and_whole_cluster() {
+    for seed in seeds(1200, 3) {
+        simulate(5, seed, NetConfig::reliable(), |sim| async move {
+            let all: Vec<NodeId> = (1..=5).collect();
+            let mut acked = Vec::new();
+            for round in 0..8 {
+                sim.wait_leader(&sim.live_nodes(), 10 * SECOND).await;
+                let key = format!("p{}", round);
+                if sim.put_until_ok(&key, "v", 10 * SECOND).await {
+                    acked.push(key);
+                }
+                if round % 3 == 2 {
+                    for &id in &all {
+                        sim.crash(id);
+                    }
+                } else {
+                    // Crash a random majority.
+                    let mut down = Vec::new();
+                    while down.len() < 3 {
+                        let n = sim.rand_range(1, 5);
+                        if !down.contains(&n) {
+                            down.push(n);
+                        }
+                    }
+                    for &id in &down {
+                        sim.crash(id);
+                    }
+                }
+                sim.sleep(Duration::from_millis(sim.rand_range(0, 500))).await;
+                for &id in &all {
+                    sim.restart(id);
+                }
+            }
+            assert!(acked.len() >= 6, "only {} of 8 writes went through", acked.len());
+            assert!(sim.converge(20 * SECOND).await, "no convergence");
+            let (l, _) = sim.wait_leader(&all, 5 * SECOND).await.unwrap();
+            for k in acked {
+                assert_eq!(sim.get(l, &k).await, ClientResponse::Value(Some(b"v".to_vec())));
+            }
+        });
+    }
+}
+
+/// Figure 8: leaders crash right after proposing; entries from old terms must never be
+/// committed by counting replicas, so no committed entry is ever lost.
+fn figure_8(net: NetConfig, seed_base: u64, iterations: usize) {
+    for seed in seeds(seed_base, 1) {
+        simulate(5, seed, net, |sim| async move {
+            let all: Vec<NodeId> = (1..=5).collect();
+            let mut acked = Vec::new();
+            for i in 0..iterations {
+                if let Some((l, _)) = sim.leader().await {
+                    let sim2 = sim.clone();
+                    let key = format!("f{}", i);
+                    let t = actix::spawn(async move { sim2.put(l, &key, "v").await });
+                    sim.sleep(Duration::from_millis(sim.rand_range(0, 30))).await;
+                    sim.crash(l);
+                    if written(&t.await.unwrap_or(ClientResponse::Value(None))) {
+                        acked.push(format!("f{}", i));
+                    }
+                } else {
+                    sim.sleep(Duration::from_millis(sim.rand_range(0, 100))).await;
+                }
+                // Keep a majority alive most of the time.
+                let live = sim.live_nodes().len();
+                if live < 3 || sim.rand_bool(0.5) {
+                    let dead: Vec<NodeId> =
+                        all.iter().copied().filter(|&x| !sim.is_alive(x)).collect();
+                    if !dead.is_empty() {
+                        let pick = dead[sim.rand_range(0, dead.len() as u64 - 1) as usize];
+                        sim.restart(pick);
+                    }
+                }
+            }
+            assert!(sim.converge(30 * SECOND).await, "no convergence");
+            let (l, _) = sim.wait_leader(&all, 5 * SECOND).await.unwrap();
+            for k in acked {
+                assert_eq!(
+                    sim.get(l, &k).await,
+                    ClientResponse::Value(Some(b"v".to_vec())),
+                    "acknowledged write {} lost",
+                    k
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn figure_8_reliable() {
+    figure_8(NetConfig::reliable(), 1300, 1000);
+}
+
+#[test]
+fn figure_8_unreliable() {
+    figure_8(NetConfig::unreliable(), 1400, 1000);
+}
