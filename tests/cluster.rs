@@ -536,7 +536,12 @@ fn bad_requests_get_clear_errors() {
 
 #[test]
 fn stop_and_start_keeps_data_dir_usable() {
-    let mut c = Cluster::start("stop-start", 3);
+    // A follower forwards to the leader it last knew; when that leader was just stopped the
+    // forward is lost and only the request timeout ends it, so keep that short.
+    let mut c = Cluster::start_with(
+        "stop-start",
+        ClusterOptions::fast(3).request_timeout_ms(1500),
+    );
     c.wait_for_leader(ELECTION_DEADLINE);
     let mut all = Vec::new();
     // A rolling graceful restart (SIGTERM), writing between stops.

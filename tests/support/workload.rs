@@ -1,0 +1,145 @@
+//! Simulated clients and a fault injector for the simulator, producing a history for the
+//! linearizability checker.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use raftkv::kv::{ClientRequest, ClientResponse, KvOp, ReadConsistency};
+use raftkv::raft::NodeId;
+
+use crate::linearizability::{Op, Operation, Outcome};
+use crate::sim::Sim;
+
+/// What the clients do.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    pub clients: usize,
+    pub keys: usize,
+    pub duration: Duration,
+    pub request_timeout: Duration,
+}
+
+fn outcome(r: &ClientResponse) -> Outcome {
+    match r {
+        ClientResponse::Written { .. } => Outcome::Done,
+        ClientResponse::Value(v) => Outcome::Read(v.clone()),
+        ClientResponse::Unavailable { .. } => Outcome::Failed,
+        ClientResponse::Unknown { .. } => Outcome::Unknown,
+    }
+}
+
+/// One client request through node `node`, recorded into `history`.
+pub async fn recorded(sim: &Sim, history: &Rc<RefCell<Vec<Operation>>>, client: u64, node: NodeId, op: Op, timeout: Duration) {
+    let request = match &op {
+        Op::Put { key, value } => ClientRequest::Write {
+            op: KvOp::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            session: None,
+        },
+        Op::Delete { key } => ClientRequest::Write {
+            op: KvOp::Delete { key: key.clone() },
+            session: None,
+        },
+        Op::Get { key } => ClientRequest::Read {
+            key: key.clone(),
+            consistency: ReadConsistency::Linearizable,
+        },
+    };
+    let invoke = sim.now_ns();
+    let response = sim.request(node, request, timeout).await;
+    let complete = sim.now_ns();
+    history.borrow_mut().push(Operation {
+        client,
+        op,
+        invoke,
+        complete,
+        outcome: outcome(&response),
+    });
+}
+
+/// Runs `w.clients` concurrent clients against random live nodes; returns the history.
+pub async fn run_clients(sim: &Sim, w: Workload) -> Rc<RefCell<Vec<Operation>>> {
+    let history = Rc::new(RefCell::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for c in 0..w.clients as u64 {
+        let sim = sim.clone();
+        let history = history.clone();
+        tasks.push(actix::spawn(async move {
+            let end = sim.now_ms() + w.duration.as_millis() as u64;
+            let mut n = 0u64;
+            while sim.now_ms() < end {
+                let live = sim.live_nodes();
+                if live.is_empty() {
+                    sim.sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                let node = live[sim.rand_range(0, live.len() as u64 - 1) as usize];
+                let key = format!("k{}", sim.rand_range(0, w.keys as u64 - 1));
+                n += 1;
+                let op = match sim.rand_range(0, 9) {
+                    0..=4 => Op::Get { key },
+                    5..=8 => Op::Put {
+                        key,
+                        value: format!("c{}-{}", c, n).into_bytes(),
+                    },
+                    _ => Op::Delete { key },
+                };
+                recorded(&sim, &history, c, node, op, w.request_timeout).await;
+                sim.sleep(Duration::from_millis(sim.rand_range(0, 10))).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    history
+}
+
+/// Which faults the injector may use.
+#[derive(Clone, Copy, Debug)]
+pub struct Faults {
+    pub crashes: bool,
+    pub partitions: bool,
+}
+
+/// Injects random faults for `duration`, then heals the network (nodes stay as they are).
+pub async fn chaos(sim: &Sim, duration: Duration, faults: Faults) {
+    let end = sim.now_ms() + duration.as_millis() as u64;
+    let n = sim.ids.len() as u64;
+    while sim.now_ms() < end {
+        sim.sleep(Duration::from_millis(sim.rand_range(100, 700))).await;
+        match sim.rand_range(0, 9) {
+            0 | 1 if faults.crashes => {
+                let victim = sim.rand_range(1, n);
+                sim.crash(victim);
+            }
+            2 | 3 if faults.crashes => {
+                let victim = sim.rand_range(1, n);
+                sim.restart(victim);
+            }
+            4 if faults.partitions => {
+                // Isolate (or "pause") whoever leads now, while it still believes it leads.
+                if let Some((l, _)) = sim.leader().await {
+                    sim.isolate(l);
+                }
+            }
+            5 if faults.partitions => {
+                let a: Vec<NodeId> = sim.ids.iter().copied().filter(|_| sim.rand_bool(0.5)).collect();
+                let b: Vec<NodeId> = sim.ids.iter().copied().filter(|x| !a.contains(x)).collect();
+                sim.partition(&[&a, &b]);
+            }
+            6 if faults.partitions => {
+                let from = sim.rand_range(1, n);
+                let to = sim.rand_range(1, n);
+                if from != to {
+                    sim.cut_one_way(from, to);
+                }
+            }
+            _ => sim.heal(),
+        }
+    }
+    sim.heal();
+}
