@@ -37,6 +37,11 @@ pub struct Config {
     /// How long a client request may wait before the gateway answers 504, in ms
     /// (default 5000).
     pub request_timeout_ms: Option<u64>,
+    /// Take a snapshot (and compact the log) after this many applied entries (default
+    /// 10000).
+    pub snapshot_threshold_entries: Option<u64>,
+    /// ... or after about this many bytes of applied entries (default 67108864 = 64 MiB).
+    pub snapshot_threshold_bytes: Option<u64>,
     /// The other members.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -129,6 +134,9 @@ impl Config {
                 hb, min
             ));
         }
+        if self.snapshot_threshold_entries == Some(0) || self.snapshot_threshold_bytes == Some(0) {
+            return Err("snapshot thresholds must be positive".into());
+        }
         if self.request_timeout_ms == Some(0) {
             return Err("request_timeout_ms must be positive".into());
         }
@@ -157,6 +165,8 @@ impl Config {
                 self.election_timeout_max_ms.unwrap_or(600),
             ),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.unwrap_or(50)),
+            snapshot_threshold_entries: self.snapshot_threshold_entries.unwrap_or(10_000),
+            snapshot_threshold_bytes: self.snapshot_threshold_bytes.unwrap_or(64 * 1024 * 1024),
             ..RaftOptions::default()
         }
     }

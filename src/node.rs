@@ -10,7 +10,7 @@ use log::info;
 use crate::actors::consensus::{Consensus, RaftOptions};
 use crate::actors::election_timer::ElectionTimer;
 use crate::actors::log_store::LogStore;
-use crate::actors::state_machine::{AppliedEntries, StateMachine};
+use crate::actors::state_machine::{AppliedEntries, SnapshotPolicy, StateMachine};
 use crate::config::Config;
 use crate::kv::KvStore;
 use crate::net::tcp::{serve_inbound, TcpTransport};
@@ -47,18 +47,32 @@ pub fn start_node(
 ) -> NodeHandle {
     let InitialState {
         hard_state,
+        snapshot,
         entries,
     } = deps.initial;
-    let log = RaftLog::new(0, 0, entries);
-    let core = RaftCore::new(id, peers, hard_state, log);
+    let (snap_index, snap_term, kv) = match &snapshot {
+        Some(s) => (s.index, s.term, s.kv.clone()),
+        None => (0, 0, KvStore::default()),
+    };
+    let log = RaftLog::new(snap_index, snap_term, entries);
+    let mut members = peers.clone();
+    members.push(id);
+    members.sort_unstable();
+    members.dedup();
+    let policy = SnapshotPolicy {
+        max_entries: options.snapshot_threshold_entries,
+        max_bytes: options.snapshot_threshold_bytes,
+    };
+    let core = RaftCore::new(id, peers, hard_state, log, snapshot);
     let log_store = LogStore::new(deps.storage, options.sim_fsync_latency).start();
     let mut state_machine = None;
     let transport = deps.transport;
     let seed = deps.seed;
     let observer = deps.observer;
     let consensus = Consensus::create(|ctx| {
-        let sm = StateMachine::new(id, KvStore::default(), 0, Some(ctx.address().recipient()))
+        let sm = StateMachine::new(id, kv, snap_index, Some(ctx.address().recipient()))
             .with_observer(observer)
+            .with_snapshots(policy, members, snap_term)
             .start();
         state_machine = Some(sm.clone());
         let timer = ElectionTimer::new(
@@ -68,7 +82,7 @@ pub fn start_node(
             ctx.address().recipient(),
         )
         .start();
-        Consensus::new(core, options, transport, timer, log_store, sm, 0)
+        Consensus::new(core, options, transport, timer, log_store, sm, snap_index)
     });
     NodeHandle {
         id,

@@ -48,7 +48,12 @@ fn run(seed: u64, net: NetConfig, faults: Faults) {
             .iter()
             .filter(|o| o.outcome == linearizability::Outcome::Done)
             .count();
-        assert!(acked > 20, "seed {}: only {} writes acknowledged", seed, acked);
+        assert!(
+            acked > 20,
+            "seed {}: only {} writes acknowledged",
+            seed,
+            acked
+        );
         match check(&history, Duration::from_secs(30)) {
             CheckResult::Ok => {}
             CheckResult::Violation { key, explanation } => panic!(

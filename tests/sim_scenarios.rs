@@ -51,7 +51,11 @@ fn initial_election() {
             // Healthy cluster: no spurious elections.
             sim.sleep(5 * SECOND).await;
             let again = sim.wait_leader(&[1, 2, 3], SECOND).await;
-            assert_eq!(again, Some((leader, term)), "leadership changed while healthy");
+            assert_eq!(
+                again,
+                Some((leader, term)),
+                "leadership changed while healthy"
+            );
         });
     }
 }
@@ -63,11 +67,16 @@ fn reelection_after_leader_isolation_and_none_without_majority() {
             let (l1, t1) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
             sim.isolate(l1);
             let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&x| x != l1).collect();
-            let (l2, t2) = sim.wait_leader(&rest, 3 * SECOND).await.expect("new leader");
+            let (l2, t2) = sim
+                .wait_leader(&rest, 3 * SECOND)
+                .await
+                .expect("new leader");
             assert!(l2 != l1 && t2 > t1);
             // The old leader rejoins: one leader, and it is not disrupted back to l1 by force.
             sim.heal();
-            sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.expect("leader after heal");
+            sim.wait_leader(&[1, 2, 3], 3 * SECOND)
+                .await
+                .expect("leader after heal");
             // No majority: no leader may be agreed on.
             let (l3, _) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
             let other = if l3 == 1 { 2 } else { 1 };
@@ -86,7 +95,9 @@ fn reelection_after_leader_isolation_and_none_without_majority() {
             let s = sim.status(l3).await.unwrap();
             assert_ne!(s.role, "leader", "isolated leader must step down");
             sim.heal();
-            sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.expect("leader after heal");
+            sim.wait_leader(&[1, 2, 3], 3 * SECOND)
+                .await
+                .expect("leader after heal");
         });
     }
 }
@@ -96,7 +107,9 @@ fn many_elections_seven_nodes() {
     for seed in seeds(300, 2) {
         simulate(7, seed, NetConfig::reliable(), |sim| async move {
             let all: Vec<NodeId> = (1..=7).collect();
-            sim.wait_leader(&all, 3 * SECOND).await.expect("first leader");
+            sim.wait_leader(&all, 3 * SECOND)
+                .await
+                .expect("first leader");
             for _ in 0..10 {
                 // Isolate 3 random nodes; the other 4 must still elect a leader.
                 let mut out = Vec::new();
@@ -114,7 +127,9 @@ fn many_elections_seven_nodes() {
                     .expect("majority elects a leader");
                 sim.heal();
             }
-            sim.wait_leader(&all, 5 * SECOND).await.expect("final leader");
+            sim.wait_leader(&all, 5 * SECOND)
+                .await
+                .expect("final leader");
         });
     }
 }
@@ -157,7 +172,10 @@ fn follower_failure_and_leader_failure_minority_never_commits() {
             let before = sim.committed_index();
             let r = sim.put(l, "c", "3").await;
             assert!(
-                matches!(r, ClientResponse::Unknown { .. } | ClientResponse::Unavailable { .. }),
+                matches!(
+                    r,
+                    ClientResponse::Unknown { .. } | ClientResponse::Unavailable { .. }
+                ),
                 "lone leader answered {:?}",
                 r
             );
@@ -378,16 +396,24 @@ fn persistence_through_repeated_crashes_of_majorities_and_whole_cluster() {
                         sim.crash(id);
                     }
                 }
-                sim.sleep(Duration::from_millis(sim.rand_range(0, 500))).await;
+                sim.sleep(Duration::from_millis(sim.rand_range(0, 500)))
+                    .await;
                 for &id in &all {
                     sim.restart(id);
                 }
             }
-            assert!(acked.len() >= 6, "only {} of 8 writes went through", acked.len());
+            assert!(
+                acked.len() >= 6,
+                "only {} of 8 writes went through",
+                acked.len()
+            );
             assert!(sim.converge(20 * SECOND).await, "no convergence");
             let (l, _) = sim.wait_leader(&all, 5 * SECOND).await.unwrap();
             for k in acked {
-                assert_eq!(sim.get(l, &k).await, ClientResponse::Value(Some(b"v".to_vec())));
+                assert_eq!(
+                    sim.get(l, &k).await,
+                    ClientResponse::Value(Some(b"v".to_vec()))
+                );
             }
         });
     }
@@ -405,13 +431,15 @@ fn figure_8(net: NetConfig, seed_base: u64, iterations: usize) {
                     let sim2 = sim.clone();
                     let key = format!("f{}", i);
                     let t = actix::spawn(async move { sim2.put(l, &key, "v").await });
-                    sim.sleep(Duration::from_millis(sim.rand_range(0, 30))).await;
+                    sim.sleep(Duration::from_millis(sim.rand_range(0, 30)))
+                        .await;
                     sim.crash(l);
                     if written(&t.await.unwrap_or(ClientResponse::Value(None))) {
                         acked.push(format!("f{}", i));
                     }
                 } else {
-                    sim.sleep(Duration::from_millis(sim.rand_range(0, 100))).await;
+                    sim.sleep(Duration::from_millis(sim.rand_range(0, 100)))
+                        .await;
                 }
                 // Keep a majority alive most of the time.
                 let live = sim.live_nodes().len();
@@ -459,7 +487,8 @@ fn same_seed_same_run() {
                 if i % 7 == 3 {
                     let victim = sim.rand_range(1, 5);
                     sim.crash(victim);
-                    sim.sleep(Duration::from_millis(sim.rand_range(0, 400))).await;
+                    sim.sleep(Duration::from_millis(sim.rand_range(0, 400)))
+                        .await;
                     sim.restart(victim);
                 }
                 let _ = sim.put_until_ok(&format!("d{}", i), "v", 2 * SECOND).await;
@@ -479,4 +508,192 @@ fn same_seed_same_run() {
     let b = fingerprint(4242);
     assert_eq!(a, b);
     assert_ne!(a, fingerprint(4243), "different seeds should differ");
+}
+
+// ----- snapshots, compaction and InstallSnapshot (Figure 13) -----
+
+fn small_snapshots() -> raftkv::actors::consensus::RaftOptions {
+    raftkv::actors::consensus::RaftOptions {
+        snapshot_threshold_entries: 50,
+        snapshot_chunk_bytes: 512,
+        ..Default::default()
+    }
+}
+
+async fn write_many(sim: &Sim, leader: NodeId, prefix: &str, n: usize) {
+    for i in 0..n {
+        let r = sim
+            .put(
+                leader,
+                &format!("{}{}", prefix, i % 40),
+                &format!("{}-{}", prefix, i),
+            )
+            .await;
+        assert!(written(&r), "{:?}", r);
+    }
+}
+
+fn snapshot_catch_up(net: NetConfig, seed_base: u64, crash_during_install: bool) {
+    for seed in seeds(seed_base, 3) {
+        sim::simulate_with(3, seed, net, small_snapshots(), |sim| async move {
+            let (l, _) = sim.wait_leader(&[1, 2, 3], 5 * SECOND).await.unwrap();
+            let f = if l == 3 { 2 } else { 3 };
+            sim.isolate(f);
+            // Thousands of entries while the follower is away: compacted on the others.
+            let mut acked = 0;
+            for i in 0..1500 {
+                if let Some((l, _)) = sim.leader().await {
+                    if written(
+                        &sim.put(l, &format!("s{}", i % 40), &format!("v{}", i))
+                            .await,
+                    ) {
+                        acked += 1;
+                    }
+                }
+            }
+            assert!(acked > 1000, "only {} writes acknowledged", acked);
+            let (snap, kept) = sim.durable_snapshot(l);
+            assert!(
+                snap > 1000 && kept <= 100,
+                "leader log not compacted: snapshot {} kept {}",
+                snap,
+                kept
+            );
+            sim.heal();
+            if crash_during_install {
+                sim.sleep(Duration::from_millis(sim.rand_range(10, 120)))
+                    .await;
+                sim.crash(f);
+                sim.sleep(Duration::from_millis(200)).await;
+                sim.restart(f);
+            }
+            assert!(
+                agree(&sim, &[1, 2, 3], snap, 20 * SECOND).await,
+                "follower never caught up"
+            );
+            let (fsnap, _) = sim.durable_snapshot(f);
+            assert!(fsnap > 0, "follower caught up without a snapshot");
+        });
+    }
+}
+
+#[test]
+fn isolated_follower_catches_up_by_install_snapshot() {
+    snapshot_catch_up(NetConfig::reliable(), 2000, false);
+}
+
+#[test]
+fn install_snapshot_over_an_unreliable_network() {
+    snapshot_catch_up(NetConfig::unreliable(), 2100, false);
+}
+
+#[test]
+fn crash_during_install_snapshot() {
+    snapshot_catch_up(NetConfig::reliable(), 2200, true);
+}
+
+#[test]
+fn crash_restart_loops_with_snapshots_keep_every_acknowledged_write() {
+    for seed in seeds(2300, 3) {
+        sim::simulate_with(
+            3,
+            seed,
+            NetConfig::reliable(),
+            small_snapshots(),
+            |sim| async move {
+                let mut acked = std::collections::BTreeMap::new();
+                let mut last_index = std::collections::BTreeMap::new();
+                for round in 0..12 {
+                    for i in 0..40 {
+                        let key = format!("r{}", i % 25);
+                        let value = format!("{}-{}", round, i);
+                        if let Some((l, _)) = sim.leader().await {
+                            if written(&sim.put(l, &key, &value).await) {
+                                acked.insert(key, value);
+                            }
+                        }
+                    }
+                    // Crash one or all, then check the durable log never goes backwards.
+                    let victims: Vec<NodeId> = if round % 4 == 3 {
+                        vec![1, 2, 3]
+                    } else {
+                        vec![sim.rand_range(1, 3)]
+                    };
+                    for &v in &victims {
+                        sim.crash(v);
+                    }
+                    for &v in &victims {
+                        let now = sim.durable_last_index(v);
+                        let before = last_index.insert(v, now).unwrap_or(0);
+                        assert!(
+                            now >= before,
+                            "node {} durable log went back from {} to {}",
+                            v,
+                            before,
+                            now
+                        );
+                        sim.restart(v);
+                    }
+                    sim.wait_leader(&[1, 2, 3], 10 * SECOND).await;
+                }
+                assert!(sim.converge(20 * SECOND).await);
+                let (l, _) = sim.wait_leader(&[1, 2, 3], 5 * SECOND).await.unwrap();
+                for (k, v) in acked {
+                    assert_eq!(
+                        sim.get(l, &k).await,
+                        ClientResponse::Value(Some(v.into_bytes())),
+                        "key {}",
+                        k
+                    );
+                }
+            },
+        );
+    }
+}
+
+#[test]
+fn snapshot_crash_all_write_crash_all_write() {
+    for seed in seeds(2400, 3) {
+        sim::simulate_with(
+            3,
+            seed,
+            NetConfig::reliable(),
+            small_snapshots(),
+            |sim| async move {
+                let (l, _) = sim.wait_leader(&[1, 2, 3], 5 * SECOND).await.unwrap();
+                write_many(&sim, l, "a", 120).await;
+                sim.sleep(SECOND).await;
+                assert!(sim.durable_snapshot(l).0 > 0, "no snapshot taken");
+                for id in [1, 2, 3] {
+                    sim.crash(id);
+                }
+                for id in [1, 2, 3] {
+                    sim.restart(id);
+                }
+                assert!(sim.put_until_ok("one", "1", 10 * SECOND).await);
+                for id in [1, 2, 3] {
+                    sim.crash(id);
+                }
+                for id in [1, 2, 3] {
+                    sim.restart(id);
+                }
+                assert!(sim.put_until_ok("two", "2", 10 * SECOND).await);
+                let (l, _) = sim.wait_leader(&[1, 2, 3], 5 * SECOND).await.unwrap();
+                assert_eq!(
+                    sim.get(l, "one").await,
+                    ClientResponse::Value(Some(b"1".to_vec()))
+                );
+                assert_eq!(
+                    sim.get(l, "two").await,
+                    ClientResponse::Value(Some(b"2".to_vec()))
+                );
+                for i in 80..120 {
+                    assert_eq!(
+                        sim.get(l, &format!("a{}", i % 40)).await,
+                        ClientResponse::Value(Some(format!("a-{}", i).into_bytes()))
+                    );
+                }
+            },
+        );
+    }
 }

@@ -16,7 +16,7 @@ use super::replicator::{
     HeartbeatNow, PeerResponse, ReplicationLimits, Replicator, StopReplicator, Wake,
 };
 use super::state_machine::{
-    Applied, Apply, AwaitApplied, ReadAt, ReadLocal, StateMachine, StopStateMachine,
+    Applied, Apply, AwaitApplied, ReadAt, ReadLocal, Restore, StateMachine, StopStateMachine,
 };
 use crate::kv::{ClientRequest, ClientResponse, Command, ReadConsistency};
 use crate::net::{Inbound, Transport};
@@ -86,6 +86,12 @@ pub struct RaftOptions {
     pub max_inflight: usize,
     /// Simulated fsync time (in-memory storage only).
     pub sim_fsync_latency: Duration,
+    /// Take a snapshot once this many entries were applied since the last one.
+    pub snapshot_threshold_entries: u64,
+    /// ... or once the applied entries since the last one add up to about this many bytes.
+    pub snapshot_threshold_bytes: u64,
+    /// Size of one InstallSnapshot chunk.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for RaftOptions {
@@ -98,6 +104,9 @@ impl Default for RaftOptions {
             max_bytes_per_append: 4 * 1024 * 1024,
             max_inflight: 8,
             sim_fsync_latency: Duration::from_millis(1),
+            snapshot_threshold_entries: 10_000,
+            snapshot_threshold_bytes: 64 * 1024 * 1024,
+            snapshot_chunk_bytes: 1024 * 1024,
         }
     }
 }
@@ -179,6 +188,7 @@ impl Consensus {
                 Effect::BecameLeader { term, next_index } => {
                     self.stop_replicators();
                     let limits = ReplicationLimits {
+                        snapshot_chunk: self.options.snapshot_chunk_bytes,
                         heartbeat: self.options.heartbeat_interval,
                         max_entries: self.options.max_entries_per_append,
                         max_bytes: self.options.max_bytes_per_append,
@@ -226,6 +236,9 @@ impl Consensus {
                             leader: self.core.leader_id(),
                         });
                     }
+                }
+                Effect::RestoreStateMachine(snapshot) => {
+                    self.state_machine.do_send(Restore(snapshot))
                 }
                 Effect::BroadcastHeartbeat { read_seq } => {
                     for r in self.replicators.values() {
@@ -452,8 +465,12 @@ impl Handler<Replicated> for Consensus {
 impl Handler<Applied> for Consensus {
     type Result = ();
 
-    fn handle(&mut self, msg: Applied, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Applied, ctx: &mut Context<Self>) {
         self.last_applied = self.last_applied.max(msg.index);
+        if let Some(snapshot) = msg.snapshot {
+            let (_, effects) = self.core.on_snapshot_taken(snapshot);
+            self.run(effects, ctx);
+        }
     }
 }
 

@@ -9,8 +9,9 @@ use actix::prelude::*;
 use log::{debug, info};
 
 use super::consensus::{Consensus, ReadLog, Replicated};
+use crate::codec;
 use crate::net::Transport;
-use crate::raft::{LogIndex, LogSlice, Message, NodeId, Progress, Term};
+use crate::raft::{LogIndex, LogSlice, Message, NodeId, Progress, Snapshot, Term};
 
 /// New entries were appended: send them if flow control allows.
 #[derive(Message)]
@@ -37,6 +38,7 @@ pub struct StopReplicator;
 /// Limits on one AppendEntries.
 #[derive(Clone, Copy, Debug)]
 pub struct ReplicationLimits {
+    pub snapshot_chunk: usize,
     pub heartbeat: Duration,
     pub max_entries: usize,
     pub max_bytes: usize,
@@ -57,6 +59,16 @@ pub struct Replicator {
     /// Something asked for a send while fetching: send again afterwards.
     again: bool,
     heartbeat_due: bool,
+    /// A snapshot being streamed to the peer (its next entries are compacted away).
+    snapshot: Option<SnapshotSend>,
+}
+
+struct SnapshotSend {
+    index: LogIndex,
+    term: Term,
+    data: Arc<Vec<u8>>,
+    offset: u64,
+    in_flight: bool,
 }
 
 impl Replicator {
@@ -81,12 +93,80 @@ impl Replicator {
             fetching: false,
             again: false,
             heartbeat_due: true,
+            snapshot: None,
         }
+    }
+
+    fn start_snapshot(&mut self, snapshot: &Snapshot) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.index == snapshot.index)
+        {
+            return;
+        }
+        match codec::encode(&snapshot.kv) {
+            Ok(data) => {
+                info!(
+                    "[node {} term {}] sending snapshot at index {} ({} bytes) to peer {}",
+                    self.leader,
+                    self.term,
+                    snapshot.index,
+                    data.len(),
+                    self.peer
+                );
+                self.snapshot = Some(SnapshotSend {
+                    index: snapshot.index,
+                    term: snapshot.term,
+                    data: Arc::new(data),
+                    offset: 0,
+                    in_flight: false,
+                });
+            }
+            Err(e) => log::error!(
+                "[node {} term {}] cannot encode snapshot for peer {}: {}",
+                self.leader,
+                self.term,
+                self.peer,
+                e
+            ),
+        }
+    }
+
+    /// Sends the next snapshot chunk (one at a time; a heartbeat tick resends a lost one).
+    fn send_snapshot_chunk(&mut self) {
+        let Some(s) = self.snapshot.as_mut() else {
+            return;
+        };
+        if s.in_flight && !self.heartbeat_due {
+            return;
+        }
+        let start = (s.offset as usize).min(s.data.len());
+        let end = (start + self.limits.snapshot_chunk.max(1)).min(s.data.len());
+        s.in_flight = true;
+        self.heartbeat_due = false;
+        self.transport.send(
+            self.peer,
+            Message::InstallSnapshot {
+                term: self.term,
+                leader_id: self.leader,
+                last_included_index: s.index,
+                last_included_term: s.term,
+                offset: start as u64,
+                data: s.data[start..end].to_vec(),
+                done: end == s.data.len(),
+                read_seq: self.read_seq,
+            },
+        );
     }
 
     /// Sends what the follower needs: entries if flow control allows, otherwise (when a
     /// heartbeat is due) an empty AppendEntries.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.snapshot.is_some() {
+            self.send_snapshot_chunk();
+            return;
+        }
         if self.fetching {
             self.again = true;
             return;
@@ -144,11 +224,13 @@ impl Replicator {
                         act.again = true;
                     }
                 }
-                Ok(LogSlice::NeedSnapshot) => {
-                    info!(
-                        "[node {} term {}] peer {} needs entries before {} that are compacted",
+                Ok(LogSlice::NeedSnapshot(snapshot)) => {
+                    debug!(
+                        "[node {} term {}] peer {} needs entries from {} that are compacted",
                         act.leader, act.term, act.peer, next_index
                     );
+                    act.start_snapshot(&snapshot);
+                    act.again = true;
                 }
                 Ok(LogSlice::NotLeader) | Err(_) => {
                     ctx.stop();
@@ -202,6 +284,43 @@ impl Handler<PeerResponse> for Replicator {
     type Result = ();
 
     fn handle(&mut self, PeerResponse(msg): PeerResponse, ctx: &mut Context<Self>) {
+        if let Message::InstallSnapshotResponse {
+            term,
+            last_included_index,
+            next_offset,
+            installed,
+            read_seq,
+        } = msg
+        {
+            if term != self.term {
+                return;
+            }
+            if let Some(s) = self.snapshot.as_mut() {
+                if s.index == last_included_index {
+                    if installed {
+                        info!(
+                            "[node {} term {}] peer {} installed snapshot at index {}",
+                            self.leader, self.term, self.peer, s.index
+                        );
+                        self.snapshot = None;
+                        self.progress.on_success(last_included_index);
+                    } else {
+                        s.offset = next_offset;
+                        s.in_flight = false;
+                    }
+                }
+            } else if installed {
+                self.progress.on_success(last_included_index);
+            }
+            self.core.do_send(Replicated {
+                term: self.term,
+                peer: self.peer,
+                match_index: self.progress.match_index,
+                read_seq,
+            });
+            self.pump(ctx);
+            return;
+        }
         let Message::AppendEntriesResponse {
             term,
             success,

@@ -7,8 +7,10 @@ use actix::prelude::*;
 use log::{debug, error};
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
+
 use crate::kv::{ClientResponse, KvStore};
-use crate::raft::{Entry, LogIndex, Payload, Term};
+use crate::raft::{Entry, LogIndex, Payload, Snapshot, Term};
 
 /// Committed entries, in order.
 #[derive(Message)]
@@ -43,11 +45,27 @@ pub struct ReadLocal(pub String);
 #[rtype(result = "(LogIndex, KvStore)")]
 pub struct Dump;
 
-/// Reported to the consensus core after each applied batch.
-#[derive(Message, Clone, Copy, Debug)]
+/// Reported to the consensus core after each applied batch, with a snapshot of the state
+/// machine when the log since the last one passed the configured threshold.
+#[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Applied {
     pub index: LogIndex,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// Replace the whole state with a snapshot installed from the leader.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore(pub Arc<Snapshot>);
+
+/// When the state machine hands a snapshot to the core.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    /// Entries applied since the last snapshot.
+    pub max_entries: u64,
+    /// Approximate bytes of entries applied since the last snapshot.
+    pub max_bytes: u64,
 }
 
 #[derive(Message)]
@@ -59,6 +77,8 @@ pub struct StopStateMachine;
 #[rtype(result = "()")]
 pub struct AppliedEntries {
     pub node: u64,
+    /// Set when the state machine was reset from a snapshot ending at this index.
+    pub restored_to: Option<LogIndex>,
     pub entries: Vec<Entry>,
 }
 
@@ -70,6 +90,11 @@ pub struct StateMachine {
     reads: BTreeMap<LogIndex, Vec<(String, oneshot::Sender<ClientResponse>)>>,
     applied_to: Option<Recipient<Applied>>,
     observer: Option<Recipient<AppliedEntries>>,
+    last_applied_term: Term,
+    policy: SnapshotPolicy,
+    snapshot_index: LogIndex,
+    bytes_since_snapshot: u64,
+    members: Vec<u64>,
 }
 
 impl StateMachine {
@@ -87,7 +112,43 @@ impl StateMachine {
             reads: BTreeMap::new(),
             applied_to,
             observer: None,
+            last_applied_term: 0,
+            policy: SnapshotPolicy {
+                max_entries: u64::MAX,
+                max_bytes: u64::MAX,
+            },
+            snapshot_index: last_applied,
+            bytes_since_snapshot: 0,
+            members: Vec::new(),
         }
+    }
+
+    /// Snapshot when the applied log passes `policy`; `members` and `term` describe the
+    /// starting point (the term of the entry at `last_applied`).
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy, members: Vec<u64>, term: Term) -> Self {
+        self.policy = policy;
+        self.members = members;
+        self.last_applied_term = term;
+        self
+    }
+
+    fn take_snapshot_if_due(&mut self) -> Option<Snapshot> {
+        let entries = self.last_applied - self.snapshot_index;
+        if entries == 0
+            || (entries < self.policy.max_entries
+                && self.bytes_since_snapshot < self.policy.max_bytes)
+        {
+            return None;
+        }
+        self.snapshot_index = self.last_applied;
+        self.bytes_since_snapshot = 0;
+        // The hand-off is a copy of the map; encoding and disk writes happen in the LogStore.
+        Some(Snapshot {
+            index: self.last_applied,
+            term: self.last_applied_term,
+            members: self.members.clone(),
+            kv: self.kv.clone(),
+        })
     }
 
     /// Also report every applied entry to `observer` (tests).
@@ -109,6 +170,18 @@ impl StateMachine {
 
 impl Actor for StateMachine {
     type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        if self.last_applied > 0 {
+            if let Some(o) = &self.observer {
+                o.do_send(AppliedEntries {
+                    node: self.node_id,
+                    restored_to: Some(self.last_applied),
+                    entries: Vec::new(),
+                });
+            }
+        }
+    }
 }
 
 impl Handler<Apply> for StateMachine {
@@ -133,6 +206,8 @@ impl Handler<Apply> for StateMachine {
                 Payload::Command(cmd) => Some(self.kv.apply(entry.index, cmd)),
             };
             self.last_applied = entry.index;
+            self.last_applied_term = entry.term;
+            self.bytes_since_snapshot += entry.approx_size() as u64;
             if let Some((term, tx)) = self.waiters.remove(&entry.index) {
                 let response = match result {
                     Some(result) if term == entry.term => ClientResponse::Written {
@@ -162,12 +237,53 @@ impl Handler<Apply> for StateMachine {
             entries.retain(|e| e.index <= self.last_applied);
             o.do_send(AppliedEntries {
                 node: self.node_id,
+                restored_to: None,
                 entries,
+            });
+        }
+        let snapshot = self.take_snapshot_if_due();
+        if let Some(r) = &self.applied_to {
+            r.do_send(Applied {
+                index: self.last_applied,
+                snapshot,
+            });
+        }
+    }
+}
+
+impl Handler<Restore> for StateMachine {
+    type Result = ();
+
+    fn handle(&mut self, Restore(snapshot): Restore, _ctx: &mut Context<Self>) {
+        if snapshot.index <= self.last_applied {
+            return;
+        }
+        self.kv = snapshot.kv.clone();
+        self.last_applied = snapshot.index;
+        self.last_applied_term = snapshot.term;
+        self.snapshot_index = snapshot.index;
+        self.bytes_since_snapshot = 0;
+        // Writes that were waiting on entries inside the snapshot: applied or not, their
+        // individual results are gone.
+        let later = self.waiters.split_off(&(self.last_applied + 1));
+        for (_, (_, tx)) in std::mem::replace(&mut self.waiters, later) {
+            let _ = tx.send(ClientResponse::Unknown {
+                reason: "state replaced by a snapshot before the result was known".into(),
+                leader: None,
+            });
+        }
+        self.answer_reads();
+        if let Some(o) = &self.observer {
+            o.do_send(AppliedEntries {
+                node: self.node_id,
+                restored_to: Some(snapshot.index),
+                entries: Vec::new(),
             });
         }
         if let Some(r) = &self.applied_to {
             r.do_send(Applied {
                 index: self.last_applied,
+                snapshot: None,
             });
         }
     }

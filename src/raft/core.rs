@@ -8,13 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use log::{debug, error, info, warn};
 
 use super::log::RaftLog;
 use super::message::{Message, RejectHint};
 use super::quorum::{quorum_size, quorum_value};
-use super::types::{Entry, HardState, LogIndex, NodeId, Payload, Term};
+use super::types::{Entry, HardState, LogIndex, NodeId, Payload, Snapshot, Term};
+use crate::codec;
 
 /// Identifies one pending linearizable read.
 pub type ReadId = u64;
@@ -36,11 +38,15 @@ impl fmt::Display for Role {
     }
 }
 
-/// Changes to make durable together, under one fsync, in this order: the hard state, the
-/// truncation, then the appended entries.
+/// Changes to make durable together, in this order: the snapshot (written, synced and
+/// renamed into place before the log entries it covers are dropped), the hard state, the
+/// truncation, then the appended entries (one fsync for all of them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PersistBatch {
     pub seq: u64,
+    /// A snapshot to store; log entries up to its index are then dropped (entries after it
+    /// are kept only if the log holds its last entry with the same term, Figure 13 step 6).
+    pub snapshot: Option<Arc<Snapshot>>,
     pub hard_state: Option<HardState>,
     /// Remove every durable entry with index >= this before appending.
     pub truncate_from: Option<LogIndex>,
@@ -51,7 +57,10 @@ pub struct PersistBatch {
 
 impl PersistBatch {
     fn is_empty(&self) -> bool {
-        self.hard_state.is_none() && self.truncate_from.is_none() && self.entries.is_empty()
+        self.snapshot.is_none()
+            && self.hard_state.is_none()
+            && self.truncate_from.is_none()
+            && self.entries.is_empty()
     }
 }
 
@@ -80,6 +89,8 @@ pub enum Effect {
     ReadFailed { id: ReadId },
     /// Send a heartbeat to every peer now, tagged with this read round.
     BroadcastHeartbeat { read_seq: u64 },
+    /// Replace the state machine with this snapshot (received from the leader).
+    RestoreStateMachine(Arc<Snapshot>),
 }
 
 /// A snapshot of the core for `/status`.
@@ -103,8 +114,8 @@ pub enum LogSlice {
         entries: Vec<Entry>,
         leader_commit: LogIndex,
     },
-    /// The entries before `next_index` are compacted: the follower needs a snapshot.
-    NeedSnapshot,
+    /// The entries before `next_index` are compacted: the follower needs this snapshot.
+    NeedSnapshot(Arc<Snapshot>),
     /// This node no longer leads in the asking Replicator's term.
     NotLeader,
 }
@@ -149,12 +160,26 @@ pub struct RaftCore {
     durable_last_index: LogIndex,
     outbox: VecDeque<(u64, NodeId, Message)>,
 
+    /// The newest durable snapshot (what a Replicator sends to a lagging follower).
+    snapshot: Option<Arc<Snapshot>>,
+    /// A local snapshot being persisted: compact the in-memory log once batch `.0` is durable.
+    compact_on_persist: Option<(u64, Arc<Snapshot>)>,
+    /// Chunks of a snapshot being received: (index, term, bytes so far).
+    incoming: Option<(LogIndex, Term, Vec<u8>)>,
+
     effects: Vec<Effect>,
 }
 
 impl RaftCore {
-    /// A server restarting from its durable `hard_state` and `log` (empty on first start).
-    pub fn new(id: NodeId, peers: Vec<NodeId>, hard_state: HardState, log: RaftLog) -> Self {
+    /// A server restarting from its durable `hard_state`, `log` and `snapshot` (all empty on
+    /// first start). The log must start right after the snapshot.
+    pub fn new(
+        id: NodeId,
+        peers: Vec<NodeId>,
+        hard_state: HardState,
+        log: RaftLog,
+        snapshot: Option<Arc<Snapshot>>,
+    ) -> Self {
         let snapshot_index = log.snapshot_index();
         let last = log.last_index();
         RaftCore {
@@ -182,6 +207,9 @@ impl RaftCore {
             pending: None,
             durable_last_index: last,
             outbox: VecDeque::new(),
+            snapshot,
+            compact_on_persist: None,
+            incoming: None,
             effects: Vec::new(),
         }
     }
@@ -303,7 +331,27 @@ impl RaftCore {
                 leader_commit,
                 read_seq,
             ),
-            msg @ Message::AppendEntriesResponse { term, .. } => {
+            Message::InstallSnapshot {
+                term,
+                leader_id,
+                last_included_index,
+                last_included_term,
+                offset,
+                data,
+                done,
+                read_seq,
+            } => self.handle_install_snapshot(
+                from,
+                term,
+                leader_id,
+                (last_included_index, last_included_term),
+                offset,
+                data,
+                done,
+                read_seq,
+            ),
+            msg @ (Message::AppendEntriesResponse { term, .. }
+            | Message::InstallSnapshotResponse { term, .. }) => {
                 if self.role == Role::Leader && term == self.current_term {
                     self.recent_active.insert(from);
                     self.effects.push(Effect::ToReplicator { peer: from, msg });
@@ -328,6 +376,23 @@ impl RaftCore {
         self.durable_last_index = self.inflight_last_index;
         if let Some(from) = self.pending.as_ref().and_then(|p| p.truncate_from) {
             self.durable_last_index = self.durable_last_index.min(from - 1);
+        }
+        if let Some((at, snapshot)) = self.compact_on_persist.take() {
+            if at == seq {
+                if snapshot.index > self.log.snapshot_index() {
+                    self.log.compact_to(snapshot.index, snapshot.term);
+                    info!(
+                        "[node {} term {}] snapshot at index {} is durable: log compacted, {} entries kept",
+                        self.id,
+                        self.current_term,
+                        snapshot.index,
+                        self.log.len()
+                    );
+                    self.snapshot = Some(snapshot);
+                }
+            } else {
+                self.compact_on_persist = Some((at, snapshot));
+            }
         }
         while let Some((req, _, _)) = self.outbox.front() {
             if *req > self.durable_seq {
@@ -399,10 +464,40 @@ impl RaftCore {
         (true, self.finish())
     }
 
-    /// The state machine applied everything up to `index` (entries below it may be compacted).
-    pub fn entries_to_apply_restart(&mut self, index: LogIndex) {
-        self.applied_sent = self.applied_sent.max(index);
-        self.commit_index = self.commit_index.max(index);
+    /// The state machine took `snapshot` of everything applied up to its index: store it,
+    /// then drop the log entries it covers. Returns false if it is not newer than the
+    /// current one or another snapshot is still being stored.
+    pub fn on_snapshot_taken(&mut self, snapshot: Snapshot) -> (bool, Vec<Effect>) {
+        let newest = self
+            .log
+            .snapshot_index()
+            .max(self.compact_on_persist.as_ref().map_or(0, |c| c.1.index));
+        if snapshot.index <= newest
+            || self.compact_on_persist.is_some()
+            || snapshot.index > self.commit_index
+            || self.log.term_at(snapshot.index) != Some(snapshot.term)
+        {
+            return (false, Vec::new());
+        }
+        info!(
+            "[node {} term {}] taking snapshot at index {} (term {}, {} keys)",
+            self.id,
+            self.current_term,
+            snapshot.index,
+            snapshot.term,
+            snapshot.kv.len()
+        );
+        let snapshot = Arc::new(snapshot);
+        let batch = self.pending_batch();
+        batch.snapshot = Some(snapshot.clone());
+        let seq = batch.seq;
+        self.compact_on_persist = Some((seq, snapshot));
+        (true, self.finish())
+    }
+
+    /// The newest durable snapshot.
+    pub fn snapshot(&self) -> Option<&Arc<Snapshot>> {
+        self.snapshot.as_ref()
     }
 
     /// What the Replicator of a leader in `term` should send from `next_index` on.
@@ -425,7 +520,10 @@ impl RaftCore {
                 entries: self.log.slice(next_index, max_entries, max_bytes),
                 leader_commit: self.commit_index,
             },
-            None => LogSlice::NeedSnapshot,
+            None => match &self.snapshot {
+                Some(s) => LogSlice::NeedSnapshot(s.clone()),
+                None => LogSlice::NotLeader,
+            },
         }
     }
 
@@ -768,6 +866,142 @@ impl RaftCore {
             self.set_commit_index(new_commit);
         }
         self.reply_append(from, true, last_new, None, read_seq);
+    }
+
+    /// InstallSnapshot (Figure 13): chunks are assembled in order; a complete snapshot
+    /// newer than our commit index replaces the state machine and the log it covers.
+    #[allow(clippy::too_many_arguments)]
+    fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        leader_id: NodeId,
+        (index, snap_term): (LogIndex, Term),
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+        read_seq: u64,
+    ) {
+        let reply = |core: &mut RaftCore, next_offset: u64, installed: bool| {
+            let msg = Message::InstallSnapshotResponse {
+                term: core.current_term,
+                last_included_index: index,
+                next_offset,
+                installed,
+                read_seq,
+            };
+            core.send(from, msg);
+        };
+        // Figure 13 rule 1: reply immediately if term < currentTerm.
+        if term < self.current_term {
+            reply(self, 0, false);
+            return;
+        }
+        if self.role == Role::Leader {
+            error!(
+                "[node {} term {}] InstallSnapshot from node {} in my own term: ignored",
+                self.id, self.current_term, from
+            );
+            return;
+        }
+        if self.role == Role::Candidate || self.leader_id != Some(leader_id) {
+            info!(
+                "[node {} term {}] follows leader node {}",
+                self.id, self.current_term, leader_id
+            );
+            self.become_follower(term, Some(leader_id));
+        }
+        self.effects.push(Effect::ResetElectionTimer);
+        // A snapshot we already cover (committed entries are never lost) is acknowledged
+        // without being installed.
+        if index <= self.commit_index {
+            self.incoming = None;
+            reply(self, 0, true);
+            return;
+        }
+        // Rules 2-4: a chunk at offset 0 starts a new snapshot; others must continue it.
+        let buf = match (&mut self.incoming, offset) {
+            (_, 0) => {
+                self.incoming = Some((index, snap_term, Vec::new()));
+                self.incoming.as_mut().map(|x| &mut x.2)
+            }
+            (Some((i, t, buf)), off)
+                if *i == index && *t == snap_term && buf.len() as u64 == off =>
+            {
+                Some(buf)
+            }
+            _ => None,
+        };
+        let Some(buf) = buf else {
+            let have = match &self.incoming {
+                Some((i, t, b)) if *i == index && *t == snap_term => b.len() as u64,
+                _ => 0,
+            };
+            reply(self, have, false);
+            return;
+        };
+        buf.extend_from_slice(&data);
+        let len = buf.len() as u64;
+        if !done {
+            reply(self, len, false);
+            return;
+        }
+        let Some((_, _, bytes)) = self.incoming.take() else {
+            return;
+        };
+        let kv = match codec::decode(&bytes) {
+            Ok(kv) => kv,
+            Err(e) => {
+                warn!(
+                    "[node {} term {}] snapshot at {} from node {} does not decode: {}",
+                    self.id, self.current_term, index, from, e
+                );
+                reply(self, 0, false);
+                return;
+            }
+        };
+        let snapshot = Arc::new(Snapshot {
+            index,
+            term: snap_term,
+            members: self.members(),
+            kv,
+        });
+        info!(
+            "[node {} term {}] installs snapshot from node {} at index {} (term {}); log was {}..={}",
+            self.id,
+            self.current_term,
+            from,
+            index,
+            snap_term,
+            self.log.snapshot_index() + 1,
+            self.log.last_index()
+        );
+        // Rules 6-7: keep entries after the snapshot only if our log agrees at its end.
+        self.log.compact_to(index, snap_term);
+        let keep_from = self.log.snapshot_index() + 1;
+        let batch = self.pending_batch();
+        batch.snapshot = Some(snapshot.clone());
+        batch.entries.retain(|e| e.index >= keep_from);
+        self.durable_last_index = self.durable_last_index.min(index);
+        if self.compact_on_persist.take().is_some() {
+            debug!(
+                "[node {} term {}] local snapshot superseded",
+                self.id, self.current_term
+            );
+        }
+        self.snapshot = Some(snapshot.clone());
+        // Rule 8: reset the state machine from the snapshot.
+        self.commit_index = self.commit_index.max(index);
+        self.applied_sent = self.applied_sent.max(index);
+        self.effects.push(Effect::RestoreStateMachine(snapshot));
+        reply(self, len, true);
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        let mut m = self.peers.clone();
+        m.push(self.id);
+        m.sort_unstable();
+        m
     }
 
     fn reply_append(

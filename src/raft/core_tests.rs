@@ -20,6 +20,7 @@ fn node(id: NodeId, term: Term, entries: Vec<Entry>) -> RaftCore {
             voted_for: None,
         },
         RaftLog::new(0, 0, entries),
+        None,
     )
 }
 
@@ -365,6 +366,7 @@ fn leader_commits_only_current_term_entries_by_counting_replicas() {
             voted_for: None,
         },
         RaftLog::new(0, 0, vec![entry(1, 1), entry(2, 2)]),
+        None,
     );
     let e = n.on_election_timeout();
     durable(&mut n, e);

@@ -47,6 +47,27 @@ pub enum Message {
         reject: Option<RejectHint>,
         read_seq: u64,
     },
+    /// One chunk of the leader's snapshot (Figure 13), for a follower whose next entries
+    /// are compacted away.
+    InstallSnapshot {
+        term: Term,
+        leader_id: NodeId,
+        last_included_index: LogIndex,
+        last_included_term: Term,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+        read_seq: u64,
+    },
+    InstallSnapshotResponse {
+        term: Term,
+        last_included_index: LogIndex,
+        /// Where the next chunk should start (the follower's buffer length).
+        next_offset: u64,
+        /// The follower now holds everything up to `last_included_index`.
+        installed: bool,
+        read_seq: u64,
+    },
     /// A follower hands a client request to the leader.
     Forward {
         req_id: u64,
@@ -66,7 +87,9 @@ impl Message {
             Message::RequestVote { term, .. }
             | Message::RequestVoteResponse { term, .. }
             | Message::AppendEntries { term, .. }
-            | Message::AppendEntriesResponse { term, .. } => Some(*term),
+            | Message::AppendEntriesResponse { term, .. }
+            | Message::InstallSnapshot { term, .. }
+            | Message::InstallSnapshotResponse { term, .. } => Some(*term),
             Message::Forward { .. } | Message::ForwardReply { .. } => None,
         }
     }
@@ -78,6 +101,8 @@ impl Message {
             Message::RequestVoteResponse { .. } => "RequestVoteResponse",
             Message::AppendEntries { .. } => "AppendEntries",
             Message::AppendEntriesResponse { .. } => "AppendEntriesResponse",
+            Message::InstallSnapshot { .. } => "InstallSnapshot",
+            Message::InstallSnapshotResponse { .. } => "InstallSnapshotResponse",
             Message::Forward { .. } => "Forward",
             Message::ForwardReply { .. } => "ForwardReply",
         }

@@ -19,4 +19,4 @@ pub use self::log::RaftLog;
 pub use self::message::{Message, RejectHint};
 pub use self::progress::{Progress, ProgressState};
 pub use self::quorum::{quorum_size, quorum_value};
-pub use self::types::{Entry, HardState, LogIndex, NodeId, Payload, Term};
+pub use self::types::{Entry, HardState, LogIndex, NodeId, Payload, Snapshot, Term};

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::kv::Command;
+use crate::kv::{Command, KvStore};
 
 /// A server's identity in the cluster (the `id` in its config file).
 pub type NodeId = u64;
@@ -49,4 +49,17 @@ impl Entry {
 pub struct HardState {
     pub current_term: Term,
     pub voted_for: Option<NodeId>,
+}
+
+/// A point-in-time image of the state machine that replaces the log up to `index`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Last log index the snapshot covers.
+    pub index: LogIndex,
+    /// Term of the entry at `index`.
+    pub term: Term,
+    /// Cluster members at `index` (membership is fixed today; kept for future changes).
+    pub members: Vec<NodeId>,
+    /// The key-value map and the client-session table.
+    pub kv: KvStore,
 }

@@ -1,19 +1,28 @@
-//! The on-disk log: `data_dir/raft.log`, an append-only file of checksummed records
-//! (hard state, entries, truncations), replayed on start. One `sync_data` per batch.
+//! The on-disk state of one node, under `data_dir`:
+//! - `raft.log`: an append-only file of checksummed records (hard state, entries,
+//!   truncations), replayed on start; one `sync_data` per batch.
+//! - `snapshot.bin`: the newest snapshot, one checksummed record. It is written to
+//!   `snapshot.tmp`, fsync'd, renamed into place and the directory fsync'd; only then is the
+//!   log rewritten (same dance, `raft.log.tmp`) without the entries it covers. A crash at
+//!   any point leaves the old or the new snapshot, each with a log that continues it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
 use super::record::{read_records, RecordReadOutcome, RecordWriter};
-use super::{InitialState, Storage, StorageError};
+use super::{compact_entries, InitialState, Storage, StorageError};
 use crate::codec;
-use crate::raft::{Entry, HardState, LogIndex, PersistBatch};
+use crate::raft::{Entry, HardState, LogIndex, PersistBatch, Snapshot};
 
 const LOG_FILE: &str = "raft.log";
+const LOG_TMP: &str = "raft.log.tmp";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+const SNAPSHOT_TMP: &str = "snapshot.tmp";
 
 /// One record of the log file.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -23,8 +32,9 @@ enum Record {
     Entry(Entry),
 }
 
-/// The log file of one node.
+/// The data directory of one node.
 pub struct FileStorage {
+    dir: PathBuf,
     path: PathBuf,
     file: File,
     /// Reused encode buffer.
@@ -38,11 +48,28 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     }
 }
 
+fn corrupt(path: &Path, offset: u64, reason: String) -> StorageError {
+    StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    }
+}
+
 impl FileStorage {
-    /// Opens (or creates) the log in `dir` and replays it. A torn record at the tail is
-    /// dropped with a warning; any other damage is an error naming the file and offset.
+    /// Opens (or creates) the data directory and loads it. A torn record at the log's tail
+    /// is dropped with a warning; any other damage is an error naming the file and offset.
     pub fn open(dir: &Path) -> Result<(FileStorage, InitialState), StorageError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // Leftovers of a crash in the middle of a snapshot: never renamed, so never used.
+        for tmp in [SNAPSHOT_TMP, LOG_TMP] {
+            let p = dir.join(tmp);
+            if p.exists() {
+                warn!("{}: removing unfinished file left by a crash", p.display());
+                fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        let snapshot = load_snapshot(&dir.join(SNAPSHOT_FILE))?;
         let path = dir.join(LOG_FILE);
         let existed = path.exists();
         let mut file = OpenOptions::new()
@@ -54,77 +81,173 @@ impl FileStorage {
         if !existed {
             sync_dir(dir)?;
         }
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(io_err(&path))?;
-        let (records, outcome) = read_records(&data);
-        let mut state = InitialState::default();
-        for (offset, payload) in records {
-            let record: Record = codec::decode(payload).map_err(|e| StorageError::Corrupt {
-                path: path.clone(),
-                offset,
-                reason: e.to_string(),
-            })?;
-            replay(&mut state, record).map_err(|reason| StorageError::Corrupt {
-                path: path.clone(),
-                offset,
-                reason,
-            })?;
+        let (hard_state, mut entries, valid_len) = read_log(&path, &mut file)?;
+        if let Some(valid_len) = valid_len {
+            file.set_len(valid_len).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
         }
-        match outcome {
-            RecordReadOutcome::Clean => {}
-            RecordReadOutcome::TornTail { offset, reason } => {
-                warn!(
-                    "{}: dropping torn record at byte offset {} ({}): a crash interrupted its write",
-                    path.display(),
-                    offset,
-                    reason
-                );
-                file.set_len(offset).map_err(io_err(&path))?;
-                file.sync_all().map_err(io_err(&path))?;
-            }
-            RecordReadOutcome::Corrupt { offset, reason } => {
-                return Err(StorageError::Corrupt {
-                    path,
-                    offset,
-                    reason,
-                })
+        if let Some(s) = &snapshot {
+            compact_entries(&mut entries, s.index, s.term);
+            if let Some(first) = entries.first() {
+                if first.index != s.index + 1 {
+                    return Err(corrupt(
+                        &path,
+                        0,
+                        format!(
+                            "log starts at index {} but the snapshot ends at {}",
+                            first.index, s.index
+                        ),
+                    ));
+                }
             }
         }
         info!(
-            "{}: loaded term {}, vote {:?}, {} log entries",
-            path.display(),
-            state.hard_state.current_term,
-            state.hard_state.voted_for,
-            state.entries.len()
+            "{}: loaded term {}, vote {:?}, snapshot at {}, {} log entries",
+            dir.display(),
+            hard_state.current_term,
+            hard_state.voted_for,
+            snapshot.as_ref().map_or(0, |s| s.index),
+            entries.len()
         );
         Ok((
             FileStorage {
+                dir: dir.to_path_buf(),
                 path,
                 file,
                 buf: Vec::new(),
             },
-            state,
+            InitialState {
+                hard_state,
+                snapshot,
+                entries,
+            },
         ))
+    }
+
+    /// Writes the snapshot durably under its final name.
+    fn write_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let mut buf = Vec::new();
+        RecordWriter::new(&mut buf).push(&codec::encode(snapshot)?);
+        let tmp = self.dir.join(SNAPSHOT_TMP);
+        write_synced(&tmp, &buf)?;
+        let dst = self.dir.join(SNAPSHOT_FILE);
+        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Rewrites the log without the entries `snapshot` covers.
+    fn rewrite_log(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let (hard_state, mut entries, _) = read_log(&self.path, &mut self.file)?;
+        compact_entries(&mut entries, snapshot.index, snapshot.term);
+        let mut buf = Vec::new();
+        let mut scratch = Vec::new();
+        let mut w = RecordWriter::new(&mut buf);
+        let mut push = |r: &Record| -> Result<(), StorageError> {
+            scratch.clear();
+            codec::encode_into(&mut scratch, r)?;
+            w.push(&scratch);
+            Ok(())
+        };
+        push(&Record::HardState(hard_state))?;
+        for e in entries {
+            push(&Record::Entry(e))?;
+        }
+        let tmp = self.dir.join(LOG_TMP);
+        write_synced(&tmp, &buf)?;
+        fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
+        sync_dir(&self.dir)?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path))?;
+        Ok(())
     }
 }
 
-fn replay(state: &mut InitialState, record: Record) -> Result<(), String> {
-    match record {
-        Record::HardState(hs) => state.hard_state = hs,
-        Record::TruncateFrom(from) => state.entries.retain(|e| e.index < from),
-        Record::Entry(entry) => {
-            let expected = state.entries.last().map_or(entry.index, |e| e.index + 1);
-            if entry.index != expected {
-                return Err(format!(
-                    "entry index {} does not follow {}",
-                    entry.index,
-                    expected.saturating_sub(1)
-                ));
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), StorageError> {
+    let mut f = File::create(path).map_err(io_err(path))?;
+    f.write_all(data).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+fn load_snapshot(path: &Path) -> Result<Option<Arc<Snapshot>>, StorageError> {
+    let data = match fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let (records, outcome) = read_records(&data);
+    match (records.as_slice(), outcome) {
+        ([(_, payload)], RecordReadOutcome::Clean) => {
+            let snapshot: Snapshot = codec::decode(payload)
+                .map_err(|e| corrupt(path, 0, format!("snapshot does not decode: {}", e)))?;
+            Ok(Some(Arc::new(snapshot)))
+        }
+        (
+            _,
+            RecordReadOutcome::TornTail { offset, reason }
+            | RecordReadOutcome::Corrupt { offset, reason },
+        ) => {
+            // The snapshot was renamed into place only after an fsync, so damage here is
+            // real corruption, never a torn write.
+            Err(corrupt(path, offset, reason))
+        }
+        _ => Err(corrupt(
+            path,
+            0,
+            "expected exactly one snapshot record".into(),
+        )),
+    }
+}
+
+/// Replays the log file: (hard state, entries, Some(valid length) if a torn tail must go).
+fn read_log(
+    path: &Path,
+    file: &mut File,
+) -> Result<(HardState, Vec<Entry>, Option<u64>), StorageError> {
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(io_err(path))?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data).map_err(io_err(path))?;
+    let (records, outcome) = read_records(&data);
+    let mut hard_state = HardState::default();
+    let mut entries: Vec<Entry> = Vec::new();
+    for (offset, payload) in records {
+        let record: Record =
+            codec::decode(payload).map_err(|e| corrupt(path, offset, e.to_string()))?;
+        match record {
+            Record::HardState(hs) => hard_state = hs,
+            Record::TruncateFrom(from) => entries.retain(|e| e.index < from),
+            Record::Entry(entry) => {
+                if let Some(last) = entries.last() {
+                    if entry.index != last.index + 1 {
+                        return Err(corrupt(
+                            path,
+                            offset,
+                            format!("entry index {} does not follow {}", entry.index, last.index),
+                        ));
+                    }
+                }
+                entries.push(entry);
             }
-            state.entries.push(entry);
         }
     }
-    Ok(())
+    let valid_len = match outcome {
+        RecordReadOutcome::Clean => None,
+        RecordReadOutcome::TornTail { offset, reason } => {
+            warn!(
+                "{}: dropping torn record at byte offset {} ({}): a crash interrupted its write",
+                path.display(),
+                offset,
+                reason
+            );
+            Some(offset)
+        }
+        RecordReadOutcome::Corrupt { offset, reason } => return Err(corrupt(path, offset, reason)),
+    };
+    Ok((hard_state, entries, valid_len))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -135,6 +258,10 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 
 impl Storage for FileStorage {
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        if let Some(snapshot) = &batch.snapshot {
+            self.write_snapshot(snapshot)?;
+            self.rewrite_log(snapshot)?;
+        }
         self.buf.clear();
         let mut scratch = Vec::new();
         {
@@ -158,6 +285,9 @@ impl Storage for FileStorage {
                 }
                 push(&Record::Entry(e.clone()))?;
             }
+        }
+        if self.buf.is_empty() {
+            return Ok(());
         }
         self.file.write_all(&self.buf).map_err(io_err(&self.path))?;
         self.file.sync_data().map_err(io_err(&self.path))?;
@@ -191,6 +321,7 @@ mod tests {
     fn batch(seq: u64, hs: Option<HardState>, trunc: Option<u64>, es: Vec<Entry>) -> PersistBatch {
         PersistBatch {
             seq,
+            snapshot: None,
             hard_state: hs,
             truncate_from: trunc,
             last_index: es.last().map_or(0, |e| e.index),

@@ -13,13 +13,16 @@ pub use mem::{MemDisk, MemStorage};
 pub use record::{read_records, RecordReadOutcome, RecordWriter};
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::raft::{Entry, HardState, PersistBatch};
+use crate::raft::{Entry, HardState, LogIndex, PersistBatch, Snapshot, Term};
 
 /// What a node finds on disk when it starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InitialState {
     pub hard_state: HardState,
+    /// The newest snapshot, if any; `entries` continue right after it.
+    pub snapshot: Option<Arc<Snapshot>>,
     pub entries: Vec<Entry>,
 }
 
@@ -52,8 +55,27 @@ pub trait Storage: Send + 'static {
     fn is_blocking(&self) -> bool;
 }
 
-/// Applies `batch` to an in-memory image of durable state (used by replay and MemStorage).
+/// Drops the entries a snapshot ending at (`index`, `term`) covers. Entries after it stay
+/// only if they continue from it: the log holds `index` with `term` (Figure 13, step 6), or
+/// already starts right after it.
+pub(crate) fn compact_entries(entries: &mut Vec<Entry>, index: LogIndex, term: Term) {
+    let agrees = match entries.iter().find(|e| e.index == index) {
+        Some(e) => e.term == term,
+        None => entries.first().is_some_and(|e| e.index == index + 1),
+    };
+    if agrees {
+        entries.retain(|e| e.index > index);
+    } else {
+        entries.clear();
+    }
+}
+
+/// Applies `batch` to an in-memory image of durable state (used by MemStorage).
 pub(crate) fn apply_batch_to(state: &mut InitialState, batch: &PersistBatch) {
+    if let Some(snapshot) = &batch.snapshot {
+        compact_entries(&mut state.entries, snapshot.index, snapshot.term);
+        state.snapshot = Some(snapshot.clone());
+    }
     if let Some(hs) = batch.hard_state {
         state.hard_state = hs;
     }

@@ -18,8 +18,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use raftkv::actors::consensus::{GetStatus, NodeStatus, RaftOptions, Shutdown};
 use raftkv::actors::state_machine::{AppliedEntries, Dump};
 use raftkv::http::dispatch;
@@ -28,6 +26,8 @@ use raftkv::net::{Inbound, Transport};
 use raftkv::node::{start_node, NodeDeps, NodeHandle};
 use raftkv::raft::{Entry, LogIndex, Message, NodeId, Term};
 use raftkv::storage::MemDisk;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 /// Seeds to run: `RAFTKV_SIM_SEED=s` replays one seed, `RAFTKV_SIM_SEEDS=n` runs n seeds,
@@ -155,6 +155,19 @@ impl World {
         }
     }
 
+    /// A state machine was reset from a snapshot ending at `index`.
+    fn on_restored(&mut self, node: NodeId, index: LogIndex) {
+        let last = self.applied_last.get(&node).copied().unwrap_or(0);
+        if index < last {
+            let msg = format!(
+                "node {} state machine went back from {} to snapshot {}",
+                node, last, index
+            );
+            self.violation(msg);
+        }
+        self.applied_last.insert(node, index.max(last));
+    }
+
     fn observe_status(&mut self, s: &NodeStatus) {
         let max = self.max_term.get(&s.id).copied().unwrap_or(0);
         if s.term < max {
@@ -179,12 +192,16 @@ impl World {
             let disk = self.slots.get(&s.id).map(|x| x.disk.load());
             if let Some(disk) = disk {
                 let mut missing = None;
-                for (index, (e, committed_by)) in &self.committed {
+                let snap = disk.snapshot.as_ref().map_or(0, |x| x.index);
+                let first = disk.entries.first().map_or(snap + 1, |e| e.index);
+                for (index, (e, committed_by)) in self.committed.range(snap + 1..) {
                     // Only entries committed in an earlier term must be in this leader's log.
                     if *committed_by >= s.term {
                         continue;
                     }
-                    let found = disk.entries.get((*index as usize).wrapping_sub(1));
+                    let found = index
+                        .checked_sub(first)
+                        .and_then(|i| disk.entries.get(i as usize));
                     if found != Some(e) {
                         missing = Some((*index, e.term));
                         break;
@@ -215,13 +232,15 @@ impl World {
                 ));
             }
             *max = (*max).max(disk.hard_state.current_term);
-            let mut chain = std::collections::hash_map::DefaultHasher::new();
             for e in &disk.entries {
-                format!("{:?}", e).hash(&mut chain);
-                let h = chain.finish();
+                // Per-entry identity; with every pair of equal (index, term) holding equal
+                // entries at every index, equal prefixes follow.
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                format!("{:?}", e).hash(&mut hasher);
+                let h = hasher.finish();
                 match seen.get(&(e.index, e.term)) {
                     Some(&(other, oh)) if oh != h => problems.push(format!(
-                        "Log Matching: nodes {} and {} hold index {} term {} with different prefixes",
+                        "Log Matching: nodes {} and {} hold different entries at index {} term {}",
                         other, id, e.index, e.term
                     )),
                     Some(_) => {}
@@ -307,7 +326,11 @@ impl Actor for Observer {
 impl Handler<AppliedEntries> for Observer {
     type Result = ();
     fn handle(&mut self, msg: AppliedEntries, _: &mut Context<Self>) {
-        lock(&self.world).on_applied(msg.node, msg.entries);
+        let mut w = lock(&self.world);
+        if let Some(index) = msg.restored_to {
+            w.on_restored(msg.node, index);
+        }
+        w.on_applied(msg.node, msg.entries);
     }
 }
 
@@ -335,7 +358,10 @@ where
     F: FnOnce(Sim) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    eprintln!("simulation seed {} (replay: RAFTKV_SIM_SEED={})", seed, seed);
+    eprintln!(
+        "simulation seed {} (replay: RAFTKV_SIM_SEED={})",
+        seed, seed
+    );
     let system = actix::System::new();
     system.block_on(async move {
         tokio::time::pause();
@@ -592,7 +618,12 @@ impl Sim {
     }
 
     /// Sends a client request into node `id` through the gateway's path.
-    pub async fn request(&self, id: NodeId, request: ClientRequest, timeout: Duration) -> ClientResponse {
+    pub async fn request(
+        &self,
+        id: NodeId,
+        request: ClientRequest,
+        timeout: Duration,
+    ) -> ClientResponse {
         match self.handle(id) {
             Some(h) => dispatch(&h, request, timeout).await,
             None => ClientResponse::Unavailable {
@@ -634,7 +665,10 @@ impl Sim {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some((l, _)) = self.leader().await {
-                if matches!(self.put(l, key, value).await, ClientResponse::Written { .. }) {
+                if matches!(
+                    self.put(l, key, value).await,
+                    ClientResponse::Written { .. }
+                ) {
                     return true;
                 }
             }
@@ -654,11 +688,31 @@ impl Sim {
     }
 
     /// The log length on node `id`'s disk.
+    /// Index of the snapshot on node `id`'s disk (0 if none) and the number of log entries
+    /// kept after it.
+    pub fn durable_snapshot(&self, id: NodeId) -> (LogIndex, usize) {
+        let w = lock(&self.world);
+        w.slots
+            .get(&id)
+            .map(|s| {
+                let d = s.disk.load();
+                (d.snapshot.as_ref().map_or(0, |x| x.index), d.entries.len())
+            })
+            .unwrap_or((0, 0))
+    }
+
     pub fn durable_last_index(&self, id: NodeId) -> LogIndex {
         let w = lock(&self.world);
         w.slots
             .get(&id)
-            .map(|s| s.disk.load().entries.last().map_or(0, |e| e.index))
+            .map(|s| {
+                let d = s.disk.load();
+                d.entries
+                    .last()
+                    .map(|e| e.index)
+                    .or(d.snapshot.as_ref().map(|x| x.index))
+                    .unwrap_or(0)
+            })
             .unwrap_or(0)
     }
 

@@ -30,7 +30,14 @@ fn outcome(r: &ClientResponse) -> Outcome {
 }
 
 /// One client request through node `node`, recorded into `history`.
-pub async fn recorded(sim: &Sim, history: &Rc<RefCell<Vec<Operation>>>, client: u64, node: NodeId, op: Op, timeout: Duration) {
+pub async fn recorded(
+    sim: &Sim,
+    history: &Rc<RefCell<Vec<Operation>>>,
+    client: u64,
+    node: NodeId,
+    op: Op,
+    timeout: Duration,
+) {
     let request = match &op {
         Op::Put { key, value } => ClientRequest::Write {
             op: KvOp::Put {
@@ -88,7 +95,8 @@ pub async fn run_clients(sim: &Sim, w: Workload) -> Rc<RefCell<Vec<Operation>>> 
                     _ => Op::Delete { key },
                 };
                 recorded(&sim, &history, c, node, op, w.request_timeout).await;
-                sim.sleep(Duration::from_millis(sim.rand_range(0, 10))).await;
+                sim.sleep(Duration::from_millis(sim.rand_range(0, 10)))
+                    .await;
             }
         }));
     }
@@ -110,7 +118,8 @@ pub async fn chaos(sim: &Sim, duration: Duration, faults: Faults) {
     let end = sim.now_ms() + duration.as_millis() as u64;
     let n = sim.ids.len() as u64;
     while sim.now_ms() < end {
-        sim.sleep(Duration::from_millis(sim.rand_range(100, 700))).await;
+        sim.sleep(Duration::from_millis(sim.rand_range(100, 700)))
+            .await;
         match sim.rand_range(0, 9) {
             0 | 1 if faults.crashes => {
                 let victim = sim.rand_range(1, n);
@@ -127,7 +136,12 @@ pub async fn chaos(sim: &Sim, duration: Duration, faults: Faults) {
                 }
             }
             5 if faults.partitions => {
-                let a: Vec<NodeId> = sim.ids.iter().copied().filter(|_| sim.rand_bool(0.5)).collect();
+                let a: Vec<NodeId> = sim
+                    .ids
+                    .iter()
+                    .copied()
+                    .filter(|_| sim.rand_bool(0.5))
+                    .collect();
                 let b: Vec<NodeId> = sim.ids.iter().copied().filter(|x| !a.contains(x)).collect();
                 sim.partition(&[&a, &b]);
             }
