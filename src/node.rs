@@ -82,7 +82,15 @@ pub fn start_node(
             ctx.address().recipient(),
         )
         .start();
-        Consensus::new(core, options, transport, timer, log_store, sm, snap_index)
+        Consensus::new(
+            core,
+            options,
+            transport,
+            timer,
+            log_store,
+            sm,
+            seed ^ 0x5eed,
+        )
     });
     NodeHandle {
         id,

@@ -279,11 +279,9 @@ fn lone_node_cannot_commit() {
         );
     }
     // Eventually it knows it cannot lead.
-    let s = wait_for(
-        "the lone node to stop leading",
-        Duration::from_secs(10),
-        || c.status(lone).ok().filter(|s| s.role != "leader"),
-    )
+    let s = wait_for(Duration::from_secs(10), || {
+        c.status(lone).ok().filter(|s| s.role != "leader")
+    })
     .expect("the lone node still claims to lead");
     assert_ne!(s.leader, Some(lone));
     // A stale read still answers from what was applied.
@@ -460,7 +458,7 @@ fn bad_requests_get_clear_errors() {
         mib + 1
     );
     let mut req = head.into_bytes();
-    req.extend(std::iter::repeat(b'v').take(mib + 1));
+    req.extend(std::iter::repeat_n(b'v', mib + 1));
     let (raw, _) = raw_exchange(&c.http_addr(node), &req, Duration::from_secs(10));
     assert_eq!(
         status_of(&raw),

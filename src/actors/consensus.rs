@@ -122,8 +122,13 @@ pub struct Consensus {
     replicators: BTreeMap<NodeId, Addr<Replicator>>,
     next_read_id: ReadId,
     reads: HashMap<ReadId, (String, oneshot::Sender<ClientResponse>)>,
+    /// Ids of forwarded requests start at a per-boot random value, so a reply meant for a
+    /// previous incarnation of this node can never answer a new request.
     next_forward_id: u64,
-    forwards: HashMap<u64, oneshot::Sender<ClientResponse>>,
+    /// Forwarded requests: id -> (the leader it went to, the waiting caller).
+    forwards: HashMap<u64, (NodeId, oneshot::Sender<ClientResponse>)>,
+    /// The leader as of the last event, to notice changes.
+    known_leader: Option<NodeId>,
     last_applied: LogIndex,
     stopped: bool,
 }
@@ -136,8 +141,10 @@ impl Consensus {
         timer: Addr<ElectionTimer>,
         log_store: Addr<LogStore>,
         state_machine: Addr<StateMachine>,
-        last_applied: LogIndex,
+        seed: u64,
     ) -> Self {
+        // On start the state machine holds exactly the snapshot.
+        let core_snapshot_index = core.log().snapshot_index();
         Consensus {
             core,
             options,
@@ -149,9 +156,10 @@ impl Consensus {
             replicators: BTreeMap::new(),
             next_read_id: 1,
             reads: HashMap::new(),
-            next_forward_id: 1,
+            next_forward_id: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             forwards: HashMap::new(),
-            last_applied,
+            known_leader: None,
+            last_applied: core_snapshot_index,
             stopped: false,
         }
     }
@@ -162,6 +170,37 @@ impl Consensus {
 
     /// Carries out what the core decided, in order.
     fn run(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        self.execute(effects, ctx);
+        let leader = self.core.leader_id();
+        if leader != self.known_leader {
+            self.known_leader = leader;
+            self.abandon_forwards(leader);
+        }
+    }
+
+    /// The leader changed: requests forwarded to another node may never be answered, so
+    /// their callers learn now (outcome unknown) instead of at their timeout.
+    fn abandon_forwards(&mut self, leader: Option<NodeId>) {
+        let stale: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, (to, _))| Some(*to) != leader)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some((to, tx)) = self.forwards.remove(&id) {
+                let _ = tx.send(ClientResponse::Unknown {
+                    reason: format!(
+                        "leader node {} lost its role while handling the request",
+                        to
+                    ),
+                    leader,
+                });
+            }
+        }
+    }
+
+    fn execute(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
         for effect in effects {
             match effect {
                 Effect::Persist(batch) => {
@@ -327,8 +366,8 @@ impl Consensus {
             request => match self.core.leader_id() {
                 Some(leader) if !forwarded && leader != self.id() => {
                     let req_id = self.next_forward_id;
-                    self.next_forward_id += 1;
-                    self.forwards.insert(req_id, tx);
+                    self.next_forward_id = self.next_forward_id.wrapping_add(1);
+                    self.forwards.insert(req_id, (leader, tx));
                     debug!(
                         "[node {} term {}] forwards request {} to leader {}",
                         self.id(),
@@ -376,7 +415,7 @@ impl Actor for Consensus {
         self.run(vec![Effect::ResetElectionTimer], ctx);
         // Forwarded requests whose caller gave up are forgotten.
         ctx.run_interval(Duration::from_secs(1), |act, _| {
-            act.forwards.retain(|_, tx| !tx.is_closed());
+            act.forwards.retain(|_, (_, tx)| !tx.is_closed());
         });
     }
 }
@@ -398,8 +437,15 @@ impl Handler<Inbound> for Consensus {
                 });
             }
             Message::ForwardReply { req_id, response } => {
-                if let Some(tx) = self.forwards.remove(&req_id) {
-                    let _ = tx.send(response);
+                // Only the node the request went to may answer it.
+                if self
+                    .forwards
+                    .get(&req_id)
+                    .is_some_and(|(to, _)| *to == from)
+                {
+                    if let Some((_, tx)) = self.forwards.remove(&req_id) {
+                        let _ = tx.send(response);
+                    }
                 }
             }
             msg => {

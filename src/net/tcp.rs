@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -90,16 +90,36 @@ async fn outbound(
         backoff = BACKOFF_MIN;
         // What queued up while disconnected is stale; Raft resends what matters.
         while rx.try_recv().is_ok() {}
-        let mut w = BufWriter::with_capacity(256 * 1024, stream);
+        let (mut rd, wr) = stream.into_split();
+        // The peer never writes on this connection; a read returning means it closed (for
+        // example it restarted), so reconnect before the next message is lost into it.
+        let mut closed = tokio::spawn(async move {
+            let mut b = [0u8; 64];
+            while let Ok(n) = rd.read(&mut b).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let mut w = BufWriter::with_capacity(256 * 1024, wr);
         let mut buf = Vec::new();
-        if encode_frame(&mut buf, &hello).is_err() || w.write_all(&buf).await.is_err() {
-            continue;
-        }
-        if w.flush().await.is_err() {
+        if encode_frame(&mut buf, &hello).is_err()
+            || w.write_all(&buf).await.is_err()
+            || w.flush().await.is_err()
+        {
+            closed.abort();
             continue;
         }
         loop {
-            let Some(msg) = rx.recv().await else {
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                _ = &mut closed => {
+                    info!("[node {}] connection to peer {} closed by the peer", self_id, peer);
+                    break;
+                }
+            };
+            let Some(msg) = msg else {
+                closed.abort();
                 return;
             };
             buf.clear();
@@ -121,6 +141,7 @@ async fn outbound(
             .await
             {
                 info!("[node {}] connection to peer {} lost: {}", self_id, peer, e);
+                closed.abort();
                 break;
             }
         }

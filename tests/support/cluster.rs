@@ -430,31 +430,27 @@ impl Cluster {
     pub fn wait_for_leader_after(&self, min_term: u64, timeout: Duration) -> (u64, u64) {
         let live = self.live_ids();
         let mut last = String::new();
-        wait_for(
-            &format!("an agreed leader among nodes {:?}", live),
-            timeout,
-            || {
-                let statuses: Result<Vec<Status>, String> =
-                    live.iter().map(|&id| self.status(id)).collect();
-                match statuses {
-                    Err(e) => last = e,
-                    Ok(ss) => {
-                        last = format!("{:?}", ss);
-                        let first = &ss[0];
-                        if let Some(leader) = first.leader {
-                            let agreed = ss
-                                .iter()
-                                .all(|s| s.leader == Some(leader) && s.term == first.term);
-                            let leads = ss.iter().any(|s| s.id == leader && s.role == "leader");
-                            if agreed && leads && first.term > min_term {
-                                return Some((leader, first.term));
-                            }
+        wait_for(timeout, || {
+            let statuses: Result<Vec<Status>, String> =
+                live.iter().map(|&id| self.status(id)).collect();
+            match statuses {
+                Err(e) => last = e,
+                Ok(ss) => {
+                    last = format!("{:?}", ss);
+                    let first = &ss[0];
+                    if let Some(leader) = first.leader {
+                        let agreed = ss
+                            .iter()
+                            .all(|s| s.leader == Some(leader) && s.term == first.term);
+                        let leads = ss.iter().any(|s| s.id == leader && s.role == "leader");
+                        if agreed && leads && first.term > min_term {
+                            return Some((leader, first.term));
                         }
                     }
                 }
-                None
-            },
-        )
+            }
+            None
+        })
         .unwrap_or_else(|| {
             panic!(
                 "no agreed leader among {:?} within {:?}; last seen: {}",
@@ -474,18 +470,14 @@ impl Cluster {
     /// Waits until node `id` has applied at least `index`.
     pub fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> Status {
         let mut last = String::new();
-        wait_for(
-            &format!("node {} to apply index {}", id, index),
-            timeout,
-            || {
-                match self.status(id) {
-                    Ok(s) if s.last_applied >= index => return Some(s),
-                    Ok(s) => last = format!("{:?}", s),
-                    Err(e) => last = e,
-                }
-                None
-            },
-        )
+        wait_for(timeout, || {
+            match self.status(id) {
+                Ok(s) if s.last_applied >= index => return Some(s),
+                Ok(s) => last = format!("{:?}", s),
+                Err(e) => last = e,
+            }
+            None
+        })
         .unwrap_or_else(|| {
             panic!(
                 "node {} did not apply index {} within {:?}; last: {}",
@@ -594,17 +586,14 @@ impl Cluster {
 
     /// Waits until node `id`'s log contains `needle`.
     pub fn wait_for_log(&self, id: u64, needle: &str, timeout: Duration) {
-        wait_for(
-            &format!("'{}' in node {}'s log", needle, id),
-            timeout,
-            || self.log_text(id).contains(needle).then_some(()),
-        )
-        .unwrap_or_else(|| {
-            panic!(
-                "node {}'s log never showed '{}' within {:?}",
-                id, needle, timeout
-            )
-        });
+        wait_for(timeout, || self.log_text(id).contains(needle).then_some(())).unwrap_or_else(
+            || {
+                panic!(
+                    "node {}'s log never showed '{}' within {:?}",
+                    id, needle, timeout
+                )
+            },
+        );
     }
 
     fn print_log_tails(&self, lines: usize) {
@@ -643,8 +632,7 @@ impl Drop for Cluster {
 }
 
 /// Polls `f` every [`POLL`] until it returns Some or `timeout` passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let _ = what;
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -778,7 +766,12 @@ pub fn reserve_port() -> PortLock {
     for attempt in 0..10_000u64 {
         let port = low + (rand::random::<u64>() % span) as u16;
         let lock_path = lock_dir.join(format!("{}.lock", port));
-        let Ok(file) = OpenOptions::new().create(true).write(true).open(&lock_path) else {
+        let Ok(file) = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+        else {
             continue;
         };
         use std::os::unix::io::AsRawFd;

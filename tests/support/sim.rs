@@ -362,6 +362,10 @@ where
         "simulation seed {} (replay: RAFTKV_SIM_SEED={})",
         seed, seed
     );
+    if std::env::var("RAFTKV_SIM_LOG").is_ok() {
+        // Node logs on stderr (RUST_LOG filters them); run the test with --nocapture.
+        let _ = env_logger::builder().format_timestamp(None).try_init();
+    }
     let system = actix::System::new();
     system.block_on(async move {
         tokio::time::pause();
@@ -596,13 +600,12 @@ impl Sim {
             let mut agreed: Option<(NodeId, Term)> = None;
             let mut ok = true;
             for &id in among {
-                match self.status(id).await {
-                    Some(s) => match (s.leader, agreed) {
+                if let Some(s) = self.status(id).await {
+                    match (s.leader, agreed) {
                         (Some(l), None) => agreed = Some((l, s.term)),
                         (Some(l), Some((al, at))) if l == al && s.term == at => {}
                         _ => ok = false,
-                    },
-                    None => {}
+                    }
                 }
             }
             if ok {
