@@ -2,7 +2,7 @@
 //! to the other actors and to peers. It is also where client requests enter the protocol:
 //! proposals, linearizable reads and forwarding to the leader.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ use crate::net::{Inbound, Transport};
 use crate::raft::{
     Effect, LogIndex, LogSlice, Message, NodeId, Payload, RaftCore, ReadId, Role, Term,
 };
+
+/// How many forwarded request ids the leader remembers for duplicate detection.
+const MAX_SEEN_FORWARDS: usize = 100_000;
 
 /// A client request entering at this node (`forwarded` when another node sent it here).
 #[derive(actix::Message)]
@@ -129,6 +132,9 @@ pub struct Consensus {
     forwards: HashMap<u64, (NodeId, oneshot::Sender<ClientResponse>)>,
     /// The leader as of the last event, to notice changes.
     known_leader: Option<NodeId>,
+    /// Forwarded requests already taken in, so a duplicated Forward is not proposed twice.
+    seen_forwards: HashSet<(NodeId, u64)>,
+    seen_order: VecDeque<(NodeId, u64)>,
     last_applied: LogIndex,
     stopped: bool,
 }
@@ -159,6 +165,8 @@ impl Consensus {
             next_forward_id: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             forwards: HashMap::new(),
             known_leader: None,
+            seen_forwards: HashSet::new(),
+            seen_order: VecDeque::new(),
             last_applied: core_snapshot_index,
             stopped: false,
         }
@@ -426,6 +434,22 @@ impl Handler<Inbound> for Consensus {
     fn handle(&mut self, Inbound { from, msg }: Inbound, ctx: &mut Context<Self>) {
         match msg {
             Message::Forward { req_id, request } => {
+                if !self.seen_forwards.insert((from, req_id)) {
+                    debug!(
+                        "[node {} term {}] duplicate forwarded request {} from node {} ignored",
+                        self.id(),
+                        self.core.current_term(),
+                        req_id,
+                        from
+                    );
+                    return;
+                }
+                self.seen_order.push_back((from, req_id));
+                if self.seen_order.len() > MAX_SEEN_FORWARDS {
+                    if let Some(old) = self.seen_order.pop_front() {
+                        self.seen_forwards.remove(&old);
+                    }
+                }
                 let rx = self.start_request(request, true, ctx);
                 let transport = self.transport.clone();
                 actix::spawn(async move {

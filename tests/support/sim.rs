@@ -30,6 +30,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
+thread_local! {
+    static LOG_EPOCH: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
 /// Seeds to run: `RAFTKV_SIM_SEED=s` replays one seed, `RAFTKV_SIM_SEEDS=n` runs n seeds,
 /// otherwise `default_count` seeds starting at `base`.
 pub fn seeds(base: u64, default_count: u64) -> Vec<u64> {
@@ -296,11 +300,15 @@ impl Transport for SimTransport {
             let world = self.world.clone();
             let from = self.from;
             let msg = msg.clone();
+            // Like a TCP connection, a message dies with the process it was sent to: a
+            // restarted node never receives what was addressed to its previous life.
+            let to_incarnation = w.slots.get(&to).map(|s| s.incarnation);
             actix::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 let target = {
                     let w = lock(&world);
-                    if w.blocked.contains(&(from, to)) {
+                    let same_life = w.slots.get(&to).map(|s| s.incarnation) == to_incarnation;
+                    if w.blocked.contains(&(from, to)) || !same_life {
                         None
                     } else {
                         w.alive(to).map(|h| h.consensus.clone())
@@ -364,11 +372,21 @@ where
     );
     if std::env::var("RAFTKV_SIM_LOG").is_ok() {
         // Node logs on stderr (RUST_LOG filters them); run the test with --nocapture.
-        let _ = env_logger::builder().format_timestamp(None).try_init();
+        use std::io::Write;
+        let _ = env_logger::builder()
+            .format(|buf, record| {
+                // Virtual time since the simulation started.
+                let t = LOG_EPOCH
+                    .with(|e| e.get().map(|e| e.elapsed().as_millis()))
+                    .unwrap_or(0);
+                writeln!(buf, "{:>7}ms {:<5} {}", t, record.level(), record.args())
+            })
+            .try_init();
     }
     let system = actix::System::new();
     system.block_on(async move {
         tokio::time::pause();
+        LOG_EPOCH.with(|e| e.set(Some(Instant::now())));
         let sim = Sim::new(n, seed, net, options);
         let monitor = sim.clone();
         let handle = actix::spawn(async move {
