@@ -697,3 +697,28 @@ fn snapshot_crash_all_write_crash_all_write() {
         );
     }
 }
+
+#[test]
+fn deposed_lone_leader_stands_again_when_a_shorter_log_returns() {
+    // A leader that lost both followers steps down; when one follower with a shorter log
+    // comes back, only the old leader can win (its log is newer), so it must keep trying.
+    for seed in seeds(2500, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (l, _) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            let f1 = if l == 1 { 2 } else { 1 };
+            let f2 = 6 - l - f1;
+            sim.crash(f1);
+            assert!(written(&sim.put(l, "only-on-two", "1").await));
+            sim.crash(f2);
+            sim.sleep(3 * SECOND).await;
+            assert_ne!(sim.status(l).await.unwrap().role, "leader");
+            sim.restart(f1);
+            let (l2, _) = sim
+                .wait_leader(&[l, f1], 10 * SECOND)
+                .await
+                .expect("no leader");
+            assert_eq!(l2, l, "only the node with the newer log can win");
+            assert!(written(&sim.put(l2, "after", "2").await));
+        });
+    }
+}

@@ -488,10 +488,6 @@ impl Handler<ElectionTimeout> for Consensus {
             return; // raced with a newer reset
         }
         let effects = self.core.on_election_timeout();
-        // The timer is one-shot: a leader re-arms it for the next quorum check.
-        if self.core.role() == Role::Leader && !effects.contains(&Effect::ResetElectionTimer) {
-            self.run(vec![Effect::ResetElectionTimer], ctx);
-        }
         self.run(effects, ctx);
     }
 }

@@ -20,7 +20,9 @@ use crate::raft::{Message, NodeId};
 const QUEUE_DEPTH: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Kept below the election timeout, so a restarted peer is reached before it gives up on
+/// hearing from a leader.
+const BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 /// Outbound side: a queue per peer drained by that peer's connection task.
 pub struct TcpTransport {

@@ -705,6 +705,9 @@ impl RaftCore {
             self.become_follower(term, None);
         }
         self.recent_active.clear();
+        // The timer is one-shot: re-arm it, for the next quorum check or, after stepping
+        // down, so this node can stand for election again.
+        self.effects.push(Effect::ResetElectionTimer);
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {

@@ -469,6 +469,8 @@ fn leader_without_a_majority_steps_down_at_the_next_timeout() {
     let e = durable(&mut n, e);
     assert!(e.contains(&Effect::SteppedDown));
     assert_eq!(n.role(), Role::Follower);
+    // ... and keeps its election timer running so it can stand again later.
+    assert!(e.contains(&Effect::ResetElectionTimer));
     // With a peer answering, a leader keeps its role.
     let mut n = leader();
     n.on_message(

@@ -121,6 +121,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub opts: ClusterOptions,
     nodes: Vec<Node>,
+    /// (from, to) -> the raft address `from` dials to reach `to` (e.g. a fault proxy).
+    routes: std::collections::BTreeMap<(u64, u64), String>,
 }
 
 impl Cluster {
@@ -140,6 +142,39 @@ impl Cluster {
 
     /// Writes the configs and spawns every node; returns at once (no waiting).
     pub fn spawn_with(name: &str, opts: ClusterOptions) -> Cluster {
+        let mut c = Cluster::prepare(name, opts);
+        c.launch_no_wait();
+        c
+    }
+
+    /// Makes `from` reach `to` through `addr` instead of `to`'s own raft address. Call
+    /// between [`Cluster::prepare`] and [`Cluster::launch`].
+    pub fn route_peer(&mut self, from: u64, to: u64, addr: String) {
+        self.routes.insert((from, to), addr);
+    }
+
+    /// Writes the configs, spawns every node and waits until each answers `/status`.
+    pub fn launch(&mut self) {
+        self.launch_no_wait();
+        for id in self.ids() {
+            self.wait_until_serving(id, Duration::from_secs(10));
+        }
+    }
+
+    fn launch_no_wait(&mut self) {
+        for id in self.ids() {
+            let text = self.config_text(id);
+            let path = self.node(id).config_path.clone();
+            std::fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("write {}: {}", path.display(), e));
+        }
+        for id in self.ids() {
+            self.spawn(id);
+        }
+    }
+
+    /// Reserves ports and directories for a cluster without starting it.
+    pub fn prepare(name: &str, opts: ClusterOptions) -> Cluster {
         assert!(opts.nodes >= 1);
         let dir = std::env::temp_dir().join(format!("raftkv-it-{}-{}", name, std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -161,22 +196,13 @@ impl Cluster {
                 _ports: [http, raft],
             });
         }
-        let mut c = Cluster {
+        Cluster {
             name: name.to_string(),
             dir,
             opts,
             nodes,
-        };
-        for id in c.ids() {
-            let text = c.config_text(id);
-            let path = c.node(id).config_path.clone();
-            std::fs::write(&path, text)
-                .unwrap_or_else(|e| panic!("write {}: {}", path.display(), e));
+            routes: std::collections::BTreeMap::new(),
         }
-        for id in c.ids() {
-            c.spawn(id);
-        }
-        c
     }
 
     /// The generated TOML of node `id`.
@@ -207,7 +233,9 @@ impl Cluster {
         for p in self.nodes.iter().filter(|p| p.id != id) {
             t.push_str(&format!(
                 "\n[[peers]]\nid = {}\nhttp_addr = \"{}\"\nraft_addr = \"{}\"\n",
-                p.id, p.http_addr, p.raft_addr
+                p.id,
+                p.http_addr,
+                self.routes.get(&(id, p.id)).unwrap_or(&p.raft_addr)
             ));
         }
         t
