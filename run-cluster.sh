@@ -499,6 +499,15 @@ cmd_launch() {
 	# No node is alive: forget pidfiles/configs of earlier runs.
 	rm -f run/node*.pid run/node*.config
 
+	# data/ belongs to one membership: a 5-node run must not reuse a 3-node run's logs.
+	if [[ ! -f data/cluster-size ]] && compgen -G "data/node*" >/dev/null; then
+		# Data from before the size was recorded: count the node directories.
+		find data -maxdepth 1 -name 'node*' -type d | wc -l | tr -d ' ' >data/cluster-size
+	fi
+	if [[ -f data/cluster-size ]] && [[ $(cat data/cluster-size) != "$NODES" ]]; then
+		die "data/ holds a $(cat data/cluster-size)-node cluster; start it with --nodes $(cat data/cluster-size), or wipe it with --clean"
+	fi
+
 	if [[ ${RAFTKV_SKIP_BUILD:-0} == 1 ]]; then
 		note "RAFTKV_SKIP_BUILD=1: skipping cargo build"
 	else
@@ -517,6 +526,7 @@ cmd_launch() {
 		gen_configs "$NODES" "$dir"
 	fi
 	mkdir -p data logs run
+	echo "$NODES" >data/cluster-size
 	for ((k = 1; k <= NODES; k++)); do
 		echo "$dir/node$k.toml" >"run/node$k.config"
 		check_port_free "$k"

@@ -722,3 +722,59 @@ fn deposed_lone_leader_stands_again_when_a_shorter_log_returns() {
         });
     }
 }
+
+// ----- exactly-once client requests -----
+
+#[test]
+fn retried_write_applies_once_across_a_lost_reply_and_a_leader_change() {
+    use raftkv::kv::{ClientRequest, ClientSession, KvOp};
+    for seed in seeds(2600, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (l1, _) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            let f = if l1 == 1 { 2 } else { 1 };
+            let put = |value: &str| ClientRequest::Write {
+                op: KvOp::Put {
+                    key: "x".into(),
+                    value: value.as_bytes().to_vec(),
+                },
+                session: Some(ClientSession {
+                    client_id: "client-a".into(),
+                    seq: 1,
+                }),
+            };
+            // The request goes in through a follower; the leader's reply to it is lost.
+            sim.cut_one_way(l1, f);
+            let first = sim.request(f, put("first"), SECOND).await;
+            assert!(!written(&first), "the reply should have been lost: {:?}", first);
+            sim.heal();
+            // It was applied nonetheless; another client then overwrites the key.
+            let (l, _) = sim.wait_leader(&[1, 2, 3], 5 * SECOND).await.unwrap();
+            assert!(written(&sim.put(l, "x", "second").await));
+            // The leader changes before the client retries.
+            sim.isolate(l);
+            let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&x| x != l).collect();
+            let (l2, _) = sim.wait_leader(&rest, 5 * SECOND).await.unwrap();
+            assert_ne!(l2, l);
+            // The retry carries the same client id and seq: it returns the recorded result
+            // and does not apply "first" again over "second".
+            let retry = sim.request(l2, put("first"), 2 * SECOND).await;
+            assert!(written(&retry), "retry: {:?}", retry);
+            assert_eq!(
+                sim.get(l2, "x").await,
+                ClientResponse::Value(Some(b"second".to_vec()))
+            );
+            // The session table survives restarts (log replay or snapshot) too.
+            sim.heal();
+            for id in [1, 2, 3] {
+                sim.crash(id);
+                sim.restart(id);
+            }
+            let (l3, _) = sim.wait_leader(&[1, 2, 3], 5 * SECOND).await.unwrap();
+            assert!(written(&sim.request(l3, put("first"), 2 * SECOND).await));
+            assert_eq!(
+                sim.get(l3, "x").await,
+                ClientResponse::Value(Some(b"second".to_vec()))
+            );
+        });
+    }
+}
