@@ -745,7 +745,11 @@ fn retried_write_applies_once_across_a_lost_reply_and_a_leader_change() {
             // The request goes in through a follower; the leader's reply to it is lost.
             sim.cut_one_way(l1, f);
             let first = sim.request(f, put("first"), SECOND).await;
-            assert!(!written(&first), "the reply should have been lost: {:?}", first);
+            assert!(
+                !written(&first),
+                "the reply should have been lost: {:?}",
+                first
+            );
             sim.heal();
             // It was applied nonetheless; another client then overwrites the key.
             let (l, _) = sim.wait_leader(&[1, 2, 3], 5 * SECOND).await.unwrap();
