@@ -3,9 +3,6 @@
 use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
 
-/// Largest value the decoder will allocate for, whatever a length prefix claims.
-pub const DECODE_LIMIT: u64 = 64 * 1024 * 1024;
-
 /// Encoding or decoding failed; the message says why.
 #[derive(Debug, thiserror::Error)]
 #[error("codec: {0}")]
@@ -13,7 +10,6 @@ pub struct CodecError(String);
 
 fn options() -> impl Options {
     bincode::DefaultOptions::new()
-        .with_limit(DECODE_LIMIT)
         .with_little_endian()
         .with_varint_encoding()
         .reject_trailing_bytes()
@@ -22,6 +18,7 @@ fn options() -> impl Options {
 /// Encodes `value` into a fresh buffer.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     options()
+        .with_no_limit()
         .serialize(value)
         .map_err(|e| CodecError(e.to_string()))
 }
@@ -29,13 +26,17 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Appends the encoding of `value` to `buf`.
 pub fn encode_into<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
     options()
+        .with_no_limit()
         .serialize_into(buf, value)
         .map_err(|e| CodecError(e.to_string()))
 }
 
 /// Decodes exactly one `T` from `bytes`; garbage, truncation and trailing bytes are errors.
+/// No length prefix may claim more than the input holds, so garbage never makes the decoder
+/// allocate more than the input's size.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     options()
+        .with_limit(bytes.len() as u64)
         .deserialize(bytes)
         .map_err(|e| CodecError(e.to_string()))
 }
@@ -54,5 +55,9 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(decode::<(u64, String, Vec<u8>)>(&long).is_err());
+        // A length prefix claiming far more than the input holds is refused up front.
+        let mut claims_huge = vec![0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        claims_huge.extend_from_slice(b"tiny");
+        assert!(decode::<Vec<u8>>(&claims_huge).is_err());
     }
 }

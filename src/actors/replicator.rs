@@ -133,6 +133,18 @@ impl Replicator {
         }
     }
 
+    /// Tells the core how far the peer matches (and which read round it answered), then
+    /// sends whatever is next.
+    fn report_and_continue(&mut self, read_seq: u64, ctx: &mut Context<Self>) {
+        self.core.do_send(Replicated {
+            term: self.term,
+            peer: self.peer,
+            match_index: self.progress.match_index,
+            read_seq,
+        });
+        self.pump(ctx);
+    }
+
     /// Sends the next snapshot chunk (one at a time; a heartbeat tick resends a lost one).
     fn send_snapshot_chunk(&mut self) {
         let Some(s) = self.snapshot.as_mut() else {
@@ -312,13 +324,7 @@ impl Handler<PeerResponse> for Replicator {
             } else if installed {
                 self.progress.on_success(last_included_index);
             }
-            self.core.do_send(Replicated {
-                term: self.term,
-                peer: self.peer,
-                match_index: self.progress.match_index,
-                read_seq,
-            });
-            self.pump(ctx);
+            self.report_and_continue(read_seq, ctx);
             return;
         }
         let Message::AppendEntriesResponse {
@@ -348,13 +354,7 @@ impl Handler<PeerResponse> for Replicator {
                 );
             }
         }
-        self.core.do_send(Replicated {
-            term: self.term,
-            peer: self.peer,
-            match_index: self.progress.match_index,
-            read_seq,
-        });
-        self.pump(ctx);
+        self.report_and_continue(read_seq, ctx);
     }
 }
 

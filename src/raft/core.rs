@@ -158,6 +158,8 @@ pub struct RaftCore {
     inflight_last_index: LogIndex,
     pending: Option<PersistBatch>,
     durable_last_index: LogIndex,
+    /// Lowest index the pending batch cuts the durable log back to, if it does.
+    pending_floor: Option<LogIndex>,
     outbox: VecDeque<(u64, NodeId, Message)>,
 
     /// The newest durable snapshot (what a Replicator sends to a lagging follower).
@@ -206,6 +208,7 @@ impl RaftCore {
             inflight_last_index: 0,
             pending: None,
             durable_last_index: last,
+            pending_floor: None,
             outbox: VecDeque::new(),
             snapshot,
             compact_on_persist: None,
@@ -374,8 +377,10 @@ impl RaftCore {
         self.inflight = None;
         self.durable_seq = seq;
         self.durable_last_index = self.inflight_last_index;
-        if let Some(from) = self.pending.as_ref().and_then(|p| p.truncate_from) {
-            self.durable_last_index = self.durable_last_index.min(from - 1);
+        // Changes still pending (a truncation, a snapshot that replaced the log) mean the
+        // disk will soon hold less than this batch left there.
+        if let Some(floor) = self.pending_floor {
+            self.durable_last_index = self.durable_last_index.min(floor);
         }
         if let Some((at, snapshot)) = self.compact_on_persist.take() {
             if at == seq {
@@ -769,6 +774,17 @@ impl RaftCore {
         let snap = self.log.snapshot_index();
         if prev_index < snap {
             let skip = ((snap - prev_index) as usize).min(entries.len());
+            // The snapshot holds committed entries, which every current leader has: a
+            // request that disagrees at the snapshot's last index is not from one.
+            if let Some(at_snap) = entries[..skip].iter().find(|e| e.index == snap) {
+                if at_snap.term != self.log.snapshot_term() {
+                    warn!(
+                        "[node {} term {}] AppendEntries from node {} disagrees with our snapshot at {}: ignored",
+                        self.id, self.current_term, from, snap
+                    );
+                    return;
+                }
+            }
             entries.drain(..skip);
             prev_index = snap;
             prev_term = self.log.snapshot_term();
@@ -981,11 +997,21 @@ impl RaftCore {
         );
         // Rules 6-7: keep entries after the snapshot only if our log agrees at its end.
         self.log.compact_to(index, snap_term);
-        let keep_from = self.log.snapshot_index() + 1;
-        let batch = self.pending_batch();
-        batch.snapshot = Some(snapshot.clone());
-        batch.entries.retain(|e| e.index >= keep_from);
-        self.durable_last_index = self.durable_last_index.min(index);
+        self.pending_batch();
+        if let Some(batch) = self.pending.as_mut() {
+            batch.snapshot = Some(snapshot.clone());
+            // Entries still waiting to be written survive only if the log kept them; if
+            // the log was discarded, durable entries after the snapshot go too.
+            let log = &self.log;
+            batch
+                .entries
+                .retain(|e| e.index > index && log.term_at(e.index) == Some(e.term));
+            if log.last_index() == index {
+                batch.truncate_from =
+                    Some(batch.truncate_from.map_or(index + 1, |t| t.min(index + 1)));
+            }
+        }
+        self.lower_durable_floor(index);
         if self.compact_on_persist.take().is_some() {
             debug!(
                 "[node {} term {}] local snapshot superseded",
@@ -1142,9 +1168,15 @@ impl RaftCore {
         self.pending_batch().entries.push(entry);
     }
 
+    /// Some durable entries above `index` are about to be removed by the pending batch.
+    fn lower_durable_floor(&mut self, index: LogIndex) {
+        self.durable_last_index = self.durable_last_index.min(index);
+        self.pending_floor = Some(self.pending_floor.map_or(index, |f| f.min(index)));
+    }
+
     fn truncate_from(&mut self, from: LogIndex) {
         self.log.truncate_from(from);
-        self.durable_last_index = self.durable_last_index.min(from - 1);
+        self.lower_durable_floor(from - 1);
         let batch = self.pending_batch();
         match batch.entries.first().map(|e| e.index) {
             Some(first) if from >= first => {
@@ -1184,6 +1216,7 @@ impl RaftCore {
             return;
         }
         batch.last_index = self.log.last_index();
+        self.pending_floor = None;
         self.inflight = Some(batch.seq);
         self.inflight_last_index = batch.last_index;
         self.effects.push(Effect::Persist(batch));

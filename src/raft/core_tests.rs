@@ -486,3 +486,85 @@ fn leader_without_a_majority_steps_down_at_the_next_timeout() {
     n.on_election_timeout();
     assert_eq!(n.role(), Role::Leader);
 }
+
+// ----- InstallSnapshot (Figure 13) -----
+
+fn install(term: Term, index: LogIndex, snap_term: Term) -> Message {
+    let kv = crate::kv::KvStore::default();
+    Message::InstallSnapshot {
+        term,
+        leader_id: 1,
+        last_included_index: index,
+        last_included_term: snap_term,
+        offset: 0,
+        data: crate::codec::encode(&kv).unwrap(),
+        done: true,
+        read_seq: 0,
+    }
+}
+
+#[test]
+fn snapshot_that_disagrees_discards_the_log_including_unwritten_entries() {
+    let mut n = node(2, 3, vec![entry(1, 1), entry(2, 1)]);
+    // Entries 3..5 of a deposed term-3 leader arrive while an earlier batch is still being
+    // written, so they wait in the pending batch.
+    let _in_flight = n.on_message(1, append(3, 1, (2, 1), vec![entry(3, 3)], 0));
+    let e = n.on_message(1, append(3, 1, (3, 3), vec![entry(4, 3), entry(5, 3)], 0));
+    assert!(e.is_empty() || !e.iter().any(|x| matches!(x, Effect::Persist(_))));
+    // The new leader's snapshot ends at 4 with term 6: our log disagrees there.
+    let e = n.on_message(1, install(6, 4, 6));
+    assert!(e
+        .iter()
+        .any(|x| matches!(x, Effect::RestoreStateMachine(_))));
+    assert_eq!((n.log().snapshot_index(), n.log().last_index()), (4, 4));
+    let mut batches = Vec::new();
+    let mut queue = e;
+    queue.extend(n.on_persisted(1));
+    for x in queue {
+        if let Effect::Persist(b) = x {
+            batches.push(b);
+        }
+    }
+    let b = batches.last().expect("snapshot batch");
+    assert!(b.snapshot.is_some());
+    assert!(
+        b.entries.is_empty(),
+        "stale entries would be written: {:?}",
+        b.entries
+    );
+    assert_eq!(b.truncate_from, Some(5));
+}
+
+#[test]
+fn snapshot_older_than_commit_is_acknowledged_not_installed() {
+    let mut n = node(2, 1, vec![entry(1, 1), entry(2, 1), entry(3, 1)]);
+    let e = n.on_message(1, append(1, 1, (3, 1), vec![], 3));
+    durable(&mut n, e);
+    assert_eq!(n.commit_index(), 3);
+    let e = n.on_message(1, install(1, 2, 1));
+    let e = durable(&mut n, e);
+    assert!(!e
+        .iter()
+        .any(|x| matches!(x, Effect::RestoreStateMachine(_))));
+    assert_eq!(n.log().last_index(), 3);
+    assert!(sent(&e).iter().any(|(_, m)| matches!(
+        m,
+        Message::InstallSnapshotResponse {
+            installed: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn snapshot_that_agrees_keeps_the_entries_after_it() {
+    let mut n = node(
+        2,
+        1,
+        vec![entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)],
+    );
+    let e = n.on_message(1, install(1, 2, 1));
+    durable(&mut n, e);
+    assert_eq!((n.log().snapshot_index(), n.log().last_index()), (2, 4));
+    assert_eq!(n.commit_index(), 2);
+}

@@ -126,8 +126,18 @@ impl FileStorage {
 
     /// Writes the snapshot durably under its final name.
     fn write_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let payload = codec::encode(snapshot)?;
+        if payload.len() > super::record::MAX_RECORD_LEN {
+            return Err(StorageError::Io {
+                path: self.dir.join(SNAPSHOT_FILE),
+                source: std::io::Error::other(format!(
+                    "snapshot of {} bytes exceeds the 4 GiB record limit",
+                    payload.len()
+                )),
+            });
+        }
         let mut buf = Vec::new();
-        RecordWriter::new(&mut buf).push(&codec::encode(snapshot)?);
+        RecordWriter::new(&mut buf).push(&payload);
         let tmp = self.dir.join(SNAPSHOT_TMP);
         write_synced(&tmp, &buf)?;
         let dst = self.dir.join(SNAPSHOT_FILE);
@@ -259,6 +269,17 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 impl Storage for FileStorage {
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
         if let Some(snapshot) = &batch.snapshot {
+            // A snapshot from a newer leader arrives with that leader's term: make the term
+            // durable first, so a crash after the snapshot is in place never leaves it next
+            // to an older term.
+            if let Some(hs) = batch.hard_state {
+                self.buf.clear();
+                let mut scratch = Vec::new();
+                codec::encode_into(&mut scratch, &Record::HardState(hs))?;
+                RecordWriter::new(&mut self.buf).push(&scratch);
+                self.file.write_all(&self.buf).map_err(io_err(&self.path))?;
+                self.file.sync_data().map_err(io_err(&self.path))?;
+            }
             self.write_snapshot(snapshot)?;
             self.rewrite_log(snapshot)?;
         }

@@ -10,8 +10,8 @@ use std::io::Write;
 
 /// Bytes before each payload.
 pub const HEADER_LEN: usize = 12;
-/// No record is larger than this.
-pub const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
+/// No record is larger than this (the length field is a u32).
+pub const MAX_RECORD_LEN: usize = u32::MAX as usize;
 
 /// Appends framed records to a buffer.
 pub struct RecordWriter<'a> {
@@ -68,7 +68,7 @@ pub fn read_records(data: &[u8]) -> (Vec<(u64, &[u8])>, RecordReadOutcome) {
         }
         let len_bytes = &rest[0..4];
         let len = u32_at(rest, 0) as usize;
-        if crc32fast::hash(len_bytes) != u32_at(rest, 4) || len > MAX_RECORD_LEN {
+        if crc32fast::hash(len_bytes) != u32_at(rest, 4) {
             let reason = "damaged record header".to_string();
             return (
                 out,
