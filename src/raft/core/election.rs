@@ -1,0 +1,205 @@
+//! Leader election (§5.2): timeouts, RequestVote on both sides, becoming leader or
+//! follower, and the leader's quorum check.
+
+use super::*;
+
+impl RaftCore {
+    pub(super) fn start_election(&mut self) {
+        self.current_term += 1;
+        self.role = Role::Candidate;
+        self.leader_id = None;
+        // Vote for self, persisted before any RequestVote leaves (outbox).
+        self.voted_for = Some(self.id);
+        self.votes.clear();
+        self.votes.insert(self.id);
+        self.persist_hard_state();
+        self.effects.push(Effect::ResetElectionTimer);
+        info!(
+            "[node {} term {}] election timeout: becomes candidate (last log {}/{}), asks {} peers",
+            self.id,
+            self.current_term,
+            self.log.last_index(),
+            self.log.last_term(),
+            self.peers.len()
+        );
+        if self.votes.len() >= self.quorum() {
+            self.become_leader();
+            return;
+        }
+        for peer in self.peers.clone() {
+            self.send(
+                peer,
+                Message::RequestVote {
+                    term: self.current_term,
+                    candidate_id: self.id,
+                    last_log_index: self.log.last_index(),
+                    last_log_term: self.log.last_term(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn handle_request_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        candidate: NodeId,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        // RequestVote rule 1: reply false if term < currentTerm.
+        let granted = if term < self.current_term {
+            info!(
+                "[node {} term {}] denies vote to node {}: its term {} is stale",
+                self.id, self.current_term, candidate, term
+            );
+            false
+        } else if self.voted_for.is_some() && self.voted_for != Some(candidate) {
+            // RequestVote rule 2a: at most one vote per term.
+            info!(
+                "[node {} term {}] denies vote to node {}: already voted for node {}",
+                self.id,
+                self.current_term,
+                candidate,
+                self.voted_for.unwrap_or_default()
+            );
+            false
+        } else if !self
+            .log
+            .candidate_is_up_to_date(last_log_term, last_log_index)
+        {
+            // RequestVote rule 2b: only for a candidate whose log is at least as up to date.
+            info!(
+                "[node {} term {}] denies vote to node {}: its log {}/{} is behind ours {}/{}",
+                self.id,
+                self.current_term,
+                candidate,
+                last_log_index,
+                last_log_term,
+                self.log.last_index(),
+                self.log.last_term()
+            );
+            false
+        } else {
+            info!(
+                "[node {} term {}] grants vote to node {} (its log {}/{}, ours {}/{})",
+                self.id,
+                self.current_term,
+                candidate,
+                last_log_index,
+                last_log_term,
+                self.log.last_index(),
+                self.log.last_term()
+            );
+            if self.voted_for != Some(candidate) {
+                self.voted_for = Some(candidate);
+                self.persist_hard_state();
+            }
+            // Followers rule 2: granting a vote resets the election timeout.
+            self.effects.push(Effect::ResetElectionTimer);
+            true
+        };
+        self.send(
+            from,
+            Message::RequestVoteResponse {
+                term: self.current_term,
+                vote_granted: granted,
+            },
+        );
+    }
+
+    pub(super) fn handle_vote_response(&mut self, from: NodeId, term: Term, granted: bool) {
+        if self.role != Role::Candidate || term != self.current_term {
+            return;
+        }
+        if !granted {
+            debug!(
+                "[node {} term {}] vote denied by node {}",
+                self.id, self.current_term, from
+            );
+            return;
+        }
+        self.votes.insert(from);
+        info!(
+            "[node {} term {}] vote from node {}: {}/{} needed",
+            self.id,
+            self.current_term,
+            from,
+            self.votes.len(),
+            self.quorum()
+        );
+        // Candidates rule 2: votes from a majority make this node leader.
+        if self.votes.len() >= self.quorum() {
+            self.become_leader();
+        }
+    }
+
+    pub(super) fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader_id = Some(self.id);
+        self.votes.clear();
+        self.peer_match.clear();
+        self.peer_read_ack.clear();
+        self.recent_active.clear();
+        self.round_inflight = false;
+        let next_index = self.log.last_index() + 1;
+        // A new leader commits a no-op of its own term, which commits every earlier entry
+        // (§5.4.2: earlier-term entries are never committed by counting replicas).
+        self.noop_index = self.append_own(Payload::Noop);
+        info!(
+            "[node {} term {}] becomes leader (no-op at index {}, log {}..={})",
+            self.id,
+            self.current_term,
+            self.noop_index,
+            self.log.snapshot_index() + 1,
+            self.log.last_index()
+        );
+        self.effects.push(Effect::BecameLeader {
+            term: self.current_term,
+            next_index,
+        });
+        self.effects.push(Effect::ResetElectionTimer);
+        if self.peers.is_empty() {
+            self.maybe_commit();
+        }
+    }
+
+    /// A leader that has not heard from a majority within an election timeout steps down,
+    /// so a partitioned leader stops accepting writes it can never commit.
+    pub(super) fn check_quorum(&mut self) {
+        let active = self.recent_active.len() + 1;
+        if active < self.quorum() {
+            info!(
+                "[node {} term {}] steps down: heard from {} of {} nodes within an election timeout",
+                self.id,
+                self.current_term,
+                active,
+                self.peers.len() + 1
+            );
+            let term = self.current_term;
+            self.become_follower(term, None);
+        }
+        self.recent_active.clear();
+        // The timer is one-shot: re-arm it, for the next quorum check or, after stepping
+        // down, so this node can stand for election again.
+        self.effects.push(Effect::ResetElectionTimer);
+    }
+
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.current_term {
+            self.current_term = term;
+            self.voted_for = None;
+            self.persist_hard_state();
+        }
+        if self.role == Role::Leader {
+            self.effects.push(Effect::SteppedDown);
+            for read in self.pending_reads.drain(..) {
+                self.effects.push(Effect::ReadFailed { id: read.id });
+            }
+            self.round_inflight = false;
+        }
+        self.role = Role::Follower;
+        self.leader_id = leader;
+        self.votes.clear();
+    }
+}

@@ -1,0 +1,544 @@
+//! The consensus core as a pure state machine (the decisions of Figure 2).
+//!
+//! Inputs are method calls (`on_message`, `on_election_timeout`, `propose`, `read`,
+//! `on_persisted`, `on_replicated`); outputs are [`Effect`]s. The actor that owns a
+//! `RaftCore` carries them out. Messages that depend on state not yet durable are held in an
+//! outbox until the LogStore reports the batch fsync'd, which makes "persist before you
+//! answer" a property of this file rather than of every call site.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use log::{debug, error, info, warn};
+
+use super::log::RaftLog;
+use super::message::{Message, RejectHint};
+use super::quorum::{quorum_size, quorum_value};
+use super::types::{Entry, HardState, LogIndex, NodeId, Payload, Snapshot, Term};
+use crate::codec;
+
+mod election;
+mod persist;
+mod read_index;
+mod replication;
+mod snapshot;
+
+/// Identifies one pending linearizable read.
+pub type ReadId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        })
+    }
+}
+
+/// Changes to make durable together, in this order: the snapshot (written, synced and
+/// renamed into place before the log entries it covers are dropped), the hard state, the
+/// truncation, then the appended entries (one fsync for all of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersistBatch {
+    pub seq: u64,
+    /// A snapshot to store; log entries up to its index are then dropped (entries after it
+    /// are kept only if the log holds its last entry with the same term, Figure 13 step 6).
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub hard_state: Option<HardState>,
+    /// Remove every durable entry with index >= this before appending.
+    pub truncate_from: Option<LogIndex>,
+    pub entries: Vec<Entry>,
+    /// The log's last index once this batch is applied.
+    pub last_index: LogIndex,
+}
+
+impl PersistBatch {
+    fn is_empty(&self) -> bool {
+        self.snapshot.is_none()
+            && self.hard_state.is_none()
+            && self.truncate_from.is_none()
+            && self.entries.is_empty()
+    }
+}
+
+/// What the core asks its actors to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Make this batch durable, then call `on_persisted(batch.seq)`.
+    Persist(PersistBatch),
+    /// Send a message to a peer (already cleared by persistence).
+    Send { to: NodeId, msg: Message },
+    /// Restart the randomized election timeout.
+    ResetElectionTimer,
+    /// This node won the election for `term`: start a Replicator per peer at `next_index`.
+    BecameLeader { term: Term, next_index: LogIndex },
+    /// This node stopped leading: stop the Replicators.
+    SteppedDown,
+    /// New entries to ship: wake the Replicators.
+    ReplicateNow,
+    /// An AppendEntries answer for the Replicator of `peer`.
+    ToReplicator { peer: NodeId, msg: Message },
+    /// Committed entries to apply, in index order, each exactly once.
+    Apply(Vec<Entry>),
+    /// The read is confirmed: answer it once the state machine has applied `read_index`.
+    ReadReady { id: ReadId, read_index: LogIndex },
+    /// The read cannot be confirmed (leadership lost).
+    ReadFailed { id: ReadId },
+    /// Send a heartbeat to every peer now, tagged with this read round.
+    BroadcastHeartbeat { read_seq: u64 },
+    /// Replace the state machine with this snapshot (received from the leader).
+    RestoreStateMachine(Arc<Snapshot>),
+}
+
+/// A snapshot of the core for `/status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit_index: LogIndex,
+    pub last_log_index: LogIndex,
+    pub snapshot_index: LogIndex,
+}
+
+/// What a Replicator gets when it asks for entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogSlice {
+    Entries {
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    },
+    /// The entries before `next_index` are compacted: the follower needs this snapshot.
+    NeedSnapshot(Arc<Snapshot>),
+    /// This node no longer leads in the asking Replicator's term.
+    NotLeader,
+}
+
+#[derive(Clone, Debug)]
+struct PendingRead {
+    id: ReadId,
+    /// The heartbeat round that must be acknowledged by a majority.
+    seq: u64,
+    read_index: LogIndex,
+}
+
+/// Role, term, vote, commit index and the in-memory log of one server.
+pub struct RaftCore {
+    id: NodeId,
+    peers: Vec<NodeId>,
+    current_term: Term,
+    voted_for: Option<NodeId>,
+    role: Role,
+    leader_id: Option<NodeId>,
+    log: RaftLog,
+    commit_index: LogIndex,
+    /// Highest index handed to the state machine.
+    applied_sent: LogIndex,
+
+    votes: BTreeSet<NodeId>,
+    // Leader state (Figure 2, "volatile state on leaders"; next_index lives in Replicators).
+    peer_match: BTreeMap<NodeId, LogIndex>,
+    recent_active: BTreeSet<NodeId>,
+    noop_index: LogIndex,
+    read_seq: u64,
+    round_inflight: bool,
+    peer_read_ack: BTreeMap<NodeId, u64>,
+    pending_reads: VecDeque<PendingRead>,
+
+    // Persistence pipeline: at most one batch in flight, the next one accumulating.
+    last_assigned_seq: u64,
+    durable_seq: u64,
+    inflight: Option<u64>,
+    inflight_last_index: LogIndex,
+    pending: Option<PersistBatch>,
+    durable_last_index: LogIndex,
+    /// Lowest index the pending batch cuts the durable log back to, if it does.
+    pending_floor: Option<LogIndex>,
+    outbox: VecDeque<(u64, NodeId, Message)>,
+
+    /// The newest durable snapshot (what a Replicator sends to a lagging follower).
+    snapshot: Option<Arc<Snapshot>>,
+    /// A local snapshot being persisted: compact the in-memory log once batch `.0` is durable.
+    compact_on_persist: Option<(u64, Arc<Snapshot>)>,
+    /// Chunks of a snapshot being received: (index, term, bytes so far).
+    incoming: Option<(LogIndex, Term, Vec<u8>)>,
+
+    effects: Vec<Effect>,
+}
+
+impl RaftCore {
+    /// A server restarting from its durable `hard_state`, `log` and `snapshot` (all empty on
+    /// first start). The log must start right after the snapshot.
+    pub fn new(
+        id: NodeId,
+        peers: Vec<NodeId>,
+        hard_state: HardState,
+        log: RaftLog,
+        snapshot: Option<Arc<Snapshot>>,
+    ) -> Self {
+        let snapshot_index = log.snapshot_index();
+        let last = log.last_index();
+        RaftCore {
+            id,
+            peers: peers.into_iter().filter(|p| *p != id).collect(),
+            current_term: hard_state.current_term,
+            voted_for: hard_state.voted_for,
+            role: Role::Follower,
+            leader_id: None,
+            log,
+            commit_index: snapshot_index,
+            applied_sent: snapshot_index,
+            votes: BTreeSet::new(),
+            peer_match: BTreeMap::new(),
+            recent_active: BTreeSet::new(),
+            noop_index: 0,
+            read_seq: 0,
+            round_inflight: false,
+            peer_read_ack: BTreeMap::new(),
+            pending_reads: VecDeque::new(),
+            last_assigned_seq: 0,
+            durable_seq: 0,
+            inflight: None,
+            inflight_last_index: 0,
+            pending: None,
+            durable_last_index: last,
+            pending_floor: None,
+            outbox: VecDeque::new(),
+            snapshot,
+            compact_on_persist: None,
+            incoming: None,
+            effects: Vec::new(),
+        }
+    }
+
+    // ----- accessors -----
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn current_term(&self) -> Term {
+        self.current_term
+    }
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+    pub fn peers(&self) -> &[NodeId] {
+        &self.peers
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.current_term,
+            leader: self.leader_id,
+            commit_index: self.commit_index,
+            last_log_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index(),
+        }
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+        }
+    }
+
+    fn finish(&mut self) -> Vec<Effect> {
+        self.flush_persist();
+        std::mem::take(&mut self.effects)
+    }
+
+    // ----- events -----
+
+    /// The randomized election timeout fired (Figure 2, Followers rule 2 / Candidates).
+    /// A leader uses the same clock to check that a majority still answers it.
+    pub fn on_election_timeout(&mut self) -> Vec<Effect> {
+        match self.role {
+            Role::Leader => self.check_quorum(),
+            Role::Follower | Role::Candidate => self.start_election(),
+        }
+        self.finish()
+    }
+
+    /// A message from peer `from`.
+    pub fn on_message(&mut self, from: NodeId, msg: Message) -> Vec<Effect> {
+        if !self.peers.contains(&from) {
+            warn!(
+                "[node {} term {}] ignores {} from unknown node {}",
+                self.id,
+                self.current_term,
+                msg.kind(),
+                from
+            );
+            return Vec::new();
+        }
+        // Figure 2, All Servers rule 2: a higher term in any message makes us a follower.
+        if let Some(term) = msg.term() {
+            if term > self.current_term {
+                info!(
+                    "[node {} term {}] sees term {} in {} from node {}: becomes follower",
+                    self.id,
+                    self.current_term,
+                    term,
+                    msg.kind(),
+                    from
+                );
+                self.become_follower(term, None);
+            }
+        }
+        match msg {
+            Message::RequestVote {
+                term,
+                candidate_id,
+                last_log_index,
+                last_log_term,
+            } => self.handle_request_vote(from, term, candidate_id, last_log_index, last_log_term),
+            Message::RequestVoteResponse { term, vote_granted } => {
+                self.handle_vote_response(from, term, vote_granted)
+            }
+            Message::AppendEntries {
+                term,
+                leader_id,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_seq,
+            } => self.handle_append_entries(
+                from,
+                term,
+                leader_id,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_seq,
+            ),
+            Message::InstallSnapshot {
+                term,
+                leader_id,
+                last_included_index,
+                last_included_term,
+                offset,
+                data,
+                done,
+                read_seq,
+            } => self.handle_install_snapshot(
+                from,
+                term,
+                leader_id,
+                (last_included_index, last_included_term),
+                offset,
+                data,
+                done,
+                read_seq,
+            ),
+            msg @ (Message::AppendEntriesResponse { term, .. }
+            | Message::InstallSnapshotResponse { term, .. }) => {
+                if self.role == Role::Leader && term == self.current_term {
+                    self.recent_active.insert(from);
+                    self.effects.push(Effect::ToReplicator { peer: from, msg });
+                }
+            }
+            Message::Forward { .. } | Message::ForwardReply { .. } => {}
+        }
+        self.finish()
+    }
+
+    /// The batch with `seq` is durable.
+    pub fn on_persisted(&mut self, seq: u64) -> Vec<Effect> {
+        if self.inflight != Some(seq) {
+            error!(
+                "[node {} term {}] persisted batch {} but {:?} was in flight",
+                self.id, self.current_term, seq, self.inflight
+            );
+            return Vec::new();
+        }
+        self.inflight = None;
+        self.durable_seq = seq;
+        self.durable_last_index = self.inflight_last_index;
+        // Changes still pending (a truncation, a snapshot that replaced the log) mean the
+        // disk will soon hold less than this batch left there.
+        if let Some(floor) = self.pending_floor {
+            self.durable_last_index = self.durable_last_index.min(floor);
+        }
+        if let Some((at, snapshot)) = self.compact_on_persist.take() {
+            if at == seq {
+                if snapshot.index > self.log.snapshot_index() {
+                    self.log.compact_to(snapshot.index, snapshot.term);
+                    info!(
+                        "[node {} term {}] snapshot at index {} is durable: log compacted, {} entries kept",
+                        self.id,
+                        self.current_term,
+                        snapshot.index,
+                        self.log.len()
+                    );
+                    self.snapshot = Some(snapshot);
+                }
+            } else {
+                self.compact_on_persist = Some((at, snapshot));
+            }
+        }
+        while let Some((req, _, _)) = self.outbox.front() {
+            if *req > self.durable_seq {
+                break;
+            }
+            if let Some((_, to, msg)) = self.outbox.pop_front() {
+                self.effects.push(Effect::Send { to, msg });
+            }
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+        self.finish()
+    }
+
+    /// The Replicator for `peer` (started in `term`) learned that the follower matches up to
+    /// `match_index` and answered heartbeat round `read_seq`.
+    pub fn on_replicated(
+        &mut self,
+        term: Term,
+        peer: NodeId,
+        match_index: LogIndex,
+        read_seq: u64,
+    ) -> Vec<Effect> {
+        if self.role != Role::Leader || term != self.current_term {
+            return Vec::new();
+        }
+        let m = self.peer_match.entry(peer).or_insert(0);
+        *m = (*m).max(match_index);
+        let r = self.peer_read_ack.entry(peer).or_insert(0);
+        *r = (*r).max(read_seq);
+        self.maybe_commit();
+        self.check_reads();
+        self.finish()
+    }
+
+    /// A client command: appended to the leader's log; returns its (index, term), or `None`
+    /// when this node is not the leader.
+    pub fn propose(&mut self, payload: Payload) -> (Option<(LogIndex, Term)>, Vec<Effect>) {
+        if self.role != Role::Leader {
+            return (None, Vec::new());
+        }
+        let index = self.append_own(payload);
+        self.effects.push(Effect::ReplicateNow);
+        if self.peers.is_empty() {
+            self.maybe_commit();
+        }
+        (Some((index, self.current_term)), self.finish())
+    }
+
+    /// Starts a linearizable read (§6.4 of the thesis, "read index"). `false` when this node
+    /// does not lead.
+    pub fn read(&mut self, id: ReadId) -> (bool, Vec<Effect>) {
+        if self.role != Role::Leader {
+            return (false, Vec::new());
+        }
+        // Everything committed before the read began is at or below both the commit index
+        // and this term's no-op (which commits all earlier entries).
+        let read_index = self.commit_index.max(self.noop_index);
+        self.pending_reads.push_back(PendingRead {
+            id,
+            seq: self.read_seq + 1,
+            read_index,
+        });
+        if !self.round_inflight {
+            self.start_read_round();
+        }
+        self.check_reads();
+        (true, self.finish())
+    }
+
+    /// The state machine took `snapshot` of everything applied up to its index: store it,
+    /// then drop the log entries it covers. Returns false if it is not newer than the
+    /// current one or another snapshot is still being stored.
+    pub fn on_snapshot_taken(&mut self, snapshot: Snapshot) -> (bool, Vec<Effect>) {
+        let newest = self
+            .log
+            .snapshot_index()
+            .max(self.compact_on_persist.as_ref().map_or(0, |c| c.1.index));
+        if snapshot.index <= newest
+            || self.compact_on_persist.is_some()
+            || snapshot.index > self.commit_index
+            || self.log.term_at(snapshot.index) != Some(snapshot.term)
+        {
+            return (false, Vec::new());
+        }
+        info!(
+            "[node {} term {}] taking snapshot at index {} (term {}, {} keys)",
+            self.id,
+            self.current_term,
+            snapshot.index,
+            snapshot.term,
+            snapshot.kv.len()
+        );
+        let snapshot = Arc::new(snapshot);
+        let batch = self.pending_batch();
+        batch.snapshot = Some(snapshot.clone());
+        let seq = batch.seq;
+        self.compact_on_persist = Some((seq, snapshot));
+        (true, self.finish())
+    }
+
+    /// The newest durable snapshot.
+    pub fn snapshot(&self) -> Option<&Arc<Snapshot>> {
+        self.snapshot.as_ref()
+    }
+
+    /// What the Replicator of a leader in `term` should send from `next_index` on.
+    pub fn log_slice(
+        &self,
+        term: Term,
+        next_index: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> LogSlice {
+        if self.role != Role::Leader || term != self.current_term {
+            return LogSlice::NotLeader;
+        }
+        let next_index = next_index.min(self.log.last_index() + 1).max(1);
+        let prev_log_index = next_index - 1;
+        match self.log.term_at(prev_log_index) {
+            Some(prev_log_term) => LogSlice::Entries {
+                prev_log_index,
+                prev_log_term,
+                entries: self.log.slice(next_index, max_entries, max_bytes),
+                leader_commit: self.commit_index,
+            },
+            None => match &self.snapshot {
+                Some(s) => LogSlice::NeedSnapshot(s.clone()),
+                None => LogSlice::NotLeader,
+            },
+        }
+    }
+
+    fn quorum(&self) -> usize {
+        quorum_size(self.peers.len() + 1)
+    }
+}
