@@ -9,6 +9,7 @@
 //! - [`http`]: the client-facing HTTP gateway.
 //! - [`kv`]: the key-value map, commands and client sessions.
 //! - [`codec`]: the single place where bytes are encoded and decoded (bincode 1.3).
+//! - [`node`] wires one node's actors; [`server`] runs it on disk, TCP and HTTP.
 
 pub mod actors;
 pub mod client;
@@ -19,4 +20,5 @@ pub mod kv;
 pub mod net;
 pub mod node;
 pub mod raft;
+pub mod server;
 pub mod storage;

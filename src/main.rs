@@ -150,7 +150,7 @@ fn serve(path: PathBuf) -> ExitCode {
         }
     };
     let system = actix::System::new();
-    let result = system.block_on(raftkv::node::serve(config));
+    let result = system.block_on(raftkv::server::serve(config));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

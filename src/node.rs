@@ -1,22 +1,18 @@
-//! Starts one node's actors and wires their addresses together; also the production entry
-//! point that adds the disk, the TCP transport and the HTTP gateway.
+//! Starts one node's actors and wires their addresses together. What the node runs on
+//! (disk or memory, TCP or a simulated network) comes in through [`NodeDeps`].
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use log::info;
 
 use crate::actors::consensus::{Consensus, RaftOptions};
 use crate::actors::election_timer::ElectionTimer;
 use crate::actors::log_store::LogStore;
 use crate::actors::state_machine::{AppliedEntries, SnapshotPolicy, StateMachine};
-use crate::config::Config;
 use crate::kv::KvStore;
-use crate::net::tcp::{serve_inbound, TcpTransport};
 use crate::net::Transport;
 use crate::raft::{NodeId, RaftCore, RaftLog};
-use crate::storage::{FileStorage, InitialState, Storage};
+use crate::storage::{InitialState, Storage};
 
 /// What a node is built from: the seams the simulator replaces.
 pub struct NodeDeps {
@@ -99,51 +95,4 @@ pub fn start_node(
         state_machine: state_machine
             .unwrap_or_else(|| StateMachine::new(id, KvStore::default(), 0, None).start()),
     }
-}
-
-/// Runs a production node until it is asked to stop. Returns a message on a startup error.
-pub async fn serve(config: Config) -> Result<(), String> {
-    let (storage, initial) = FileStorage::open(&config.data_dir).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(&config.raft_addr)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen for peers on raft_addr {}: {}",
-                config.raft_addr, e
-            )
-        })?;
-    let peers: Vec<(NodeId, String)> = config
-        .peers
-        .iter()
-        .map(|p| (p.id, p.raft_addr.clone()))
-        .collect();
-    let transport = TcpTransport::start(config.id, config.cluster_id(), &peers);
-    let node = start_node(
-        config.id,
-        peers.iter().map(|p| p.0).collect(),
-        config.raft_options(),
-        NodeDeps {
-            transport,
-            storage: Box::new(storage),
-            initial,
-            seed: rand::random(),
-            observer: None,
-        },
-    );
-    let peer_ids: BTreeSet<NodeId> = peers.iter().map(|p| p.0).collect();
-    actix::spawn(serve_inbound(
-        listener,
-        config.id,
-        config.cluster_id().to_string(),
-        peer_ids,
-        node.consensus.clone().recipient(),
-    ));
-    info!(
-        "[node {}] listening: clients on http://{}, peers on {}",
-        config.id, config.http_addr, config.raft_addr
-    );
-    let result = crate::http::serve(&config, node.clone()).await;
-    node.consensus.do_send(crate::actors::consensus::Shutdown);
-    info!("[node {}] stopped", config.id);
-    result
 }

@@ -13,16 +13,15 @@ use tokio::sync::oneshot;
 use super::election_timer::{ElectionTimeout, ElectionTimer, ResetTimer, StopTimer};
 use super::log_store::{LogStore, PersistCmd, StopLogStore};
 use super::replicator::{
-    HeartbeatNow, PeerResponse, ReplicationLimits, Replicator, StopReplicator, Wake,
+    CoreLink, HeartbeatNow, PeerResponse, ReadLog, Replicated, ReplicationLimits, Replicator,
+    StopReplicator, Wake,
 };
 use super::state_machine::{
     Applied, Apply, AwaitApplied, ReadAt, ReadLocal, Restore, StateMachine, StopStateMachine,
 };
 use crate::kv::{ClientRequest, ClientResponse, Command, ReadConsistency};
 use crate::net::{Inbound, Transport};
-use crate::raft::{
-    Effect, LogIndex, LogSlice, Message, NodeId, Payload, RaftCore, ReadId, Role, Term,
-};
+use crate::raft::{Effect, LogIndex, Message, NodeId, Payload, RaftCore, ReadId, Role, Term};
 
 /// How many forwarded request ids the leader remembers for duplicate detection.
 const MAX_SEEN_FORWARDS: usize = 100_000;
@@ -33,26 +32,6 @@ const MAX_SEEN_FORWARDS: usize = 100_000;
 pub struct ClientCall {
     pub request: ClientRequest,
     pub forwarded: bool,
-}
-
-/// A Replicator asks what to send from `next_index` on.
-#[derive(actix::Message)]
-#[rtype(result = "LogSlice")]
-pub struct ReadLog {
-    pub term: Term,
-    pub next_index: LogIndex,
-    pub max_entries: usize,
-    pub max_bytes: usize,
-}
-
-/// A Replicator's progress report.
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-pub struct Replicated {
-    pub term: Term,
-    pub peer: NodeId,
-    pub match_index: LogIndex,
-    pub read_seq: u64,
 }
 
 /// The node's state for `/status`.
@@ -247,7 +226,10 @@ impl Consensus {
                             peer,
                             term,
                             next_index,
-                            ctx.address(),
+                            CoreLink {
+                                log: ctx.address().recipient(),
+                                progress: ctx.address().recipient(),
+                            },
                             self.transport.clone(),
                             limits,
                         )

@@ -8,10 +8,36 @@ use std::time::Duration;
 use actix::prelude::*;
 use log::{debug, info};
 
-use super::consensus::{Consensus, ReadLog, Replicated};
 use crate::codec;
 use crate::net::Transport;
 use crate::raft::{LogIndex, LogSlice, Message, NodeId, Progress, Snapshot, Term};
+
+/// A Replicator asks what to send from `next_index` on.
+#[derive(Message)]
+#[rtype(result = "LogSlice")]
+pub struct ReadLog {
+    pub term: Term,
+    pub next_index: LogIndex,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+/// A Replicator's progress report.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replicated {
+    pub term: Term,
+    pub peer: NodeId,
+    pub match_index: LogIndex,
+    pub read_seq: u64,
+}
+
+/// How a Replicator reaches the consensus core: where entries come from and where progress
+/// goes.
+pub struct CoreLink {
+    pub log: Recipient<ReadLog>,
+    pub progress: Recipient<Replicated>,
+}
 
 /// New entries were appended: send them if flow control allows.
 #[derive(Message)]
@@ -50,7 +76,8 @@ pub struct Replicator {
     peer: NodeId,
     term: Term,
     progress: Progress,
-    core: Addr<Consensus>,
+    log: Recipient<ReadLog>,
+    core: Recipient<Replicated>,
     transport: Arc<dyn Transport>,
     limits: ReplicationLimits,
     read_seq: u64,
@@ -77,7 +104,7 @@ impl Replicator {
         peer: NodeId,
         term: Term,
         next_index: LogIndex,
-        core: Addr<Consensus>,
+        core: CoreLink,
         transport: Arc<dyn Transport>,
         limits: ReplicationLimits,
     ) -> Self {
@@ -86,7 +113,8 @@ impl Replicator {
             peer,
             term,
             progress: Progress::new(next_index, limits.max_inflight),
-            core,
+            log: core.log,
+            core: core.progress,
             transport,
             limits,
             read_seq: 0,
@@ -194,7 +222,7 @@ impl Replicator {
         } else {
             0
         };
-        let ask = self.core.send(ReadLog {
+        let ask = self.log.send(ReadLog {
             term: self.term,
             next_index,
             max_entries,

@@ -1,0 +1,59 @@
+//! The production node: the data directory on disk, the TCP peer transport and the HTTP
+//! gateway around the actors that [`crate::node::start_node`] wires together.
+
+use std::collections::BTreeSet;
+
+use log::info;
+
+use crate::config::Config;
+use crate::net::tcp::{serve_inbound, TcpTransport};
+use crate::node::{start_node, NodeDeps};
+use crate::raft::NodeId;
+use crate::storage::FileStorage;
+
+/// Runs a production node until it is asked to stop. Returns a message on a startup error.
+pub async fn serve(config: Config) -> Result<(), String> {
+    let (storage, initial) = FileStorage::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(&config.raft_addr)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen for peers on raft_addr {}: {}",
+                config.raft_addr, e
+            )
+        })?;
+    let peers: Vec<(NodeId, String)> = config
+        .peers
+        .iter()
+        .map(|p| (p.id, p.raft_addr.clone()))
+        .collect();
+    let transport = TcpTransport::start(config.id, config.cluster_id(), &peers);
+    let node = start_node(
+        config.id,
+        peers.iter().map(|p| p.0).collect(),
+        config.raft_options(),
+        NodeDeps {
+            transport,
+            storage: Box::new(storage),
+            initial,
+            seed: rand::random(),
+            observer: None,
+        },
+    );
+    let peer_ids: BTreeSet<NodeId> = peers.iter().map(|p| p.0).collect();
+    actix::spawn(serve_inbound(
+        listener,
+        config.id,
+        config.cluster_id().to_string(),
+        peer_ids,
+        node.consensus.clone().recipient(),
+    ));
+    info!(
+        "[node {}] listening: clients on http://{}, peers on {}",
+        config.id, config.http_addr, config.raft_addr
+    );
+    let result = crate::http::serve(&config, node.clone()).await;
+    node.consensus.do_send(crate::actors::consensus::Shutdown);
+    info!("[node {}] stopped", config.id);
+    result
+}
