@@ -210,10 +210,9 @@ impl Handler<Apply> for StateMachine {
             self.bytes_since_snapshot += entry.approx_size() as u64;
             if let Some((term, tx)) = self.waiters.remove(&entry.index) {
                 let response = match result {
-                    Some(result) if term == entry.term => ClientResponse::Written {
-                        index: entry.index,
-                        result,
-                    },
+                    Some((result, index)) if term == entry.term => {
+                        ClientResponse::Written { index, result }
+                    }
                     // Another leader's entry took this index: ours was never committed and,
                     // living only at this index, never will be.
                     _ => ClientResponse::Unavailable {

@@ -35,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: GatewayState) {
         .route("/kv/{key:.*}", web::put().to(put))
         .route("/kv/{key:.*}", web::get().to(get))
         .route("/kv/{key:.*}", web::delete().to(delete))
+        .route("/kv/{key:.*}", web::route().to(method_not_allowed))
         .route("/kv", web::to(empty_key))
         .route("/status", web::get().to(status))
         .default_service(web::to(not_found));
@@ -293,6 +294,12 @@ async fn status(state: web::Data<GatewayState>) -> HttpResponse {
             None,
         ),
     }
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header(("Allow", "GET, PUT, DELETE"))
+        .json(json!({ "error": "use GET, PUT or DELETE on /kv/{key}", "leader": null }))
 }
 
 async fn not_found() -> HttpResponse {

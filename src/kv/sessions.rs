@@ -33,13 +33,15 @@ impl SessionTable {
         }
     }
 
-    /// If `session` was applied before, the result to return instead of applying again.
-    pub fn duplicate(&self, session: &ClientSession) -> Option<ApplyResult> {
+    /// If `session` was applied before, the result to return instead of applying again,
+    /// with the log index it was applied at (for a superseded request, the index of the
+    /// newest request of that client).
+    pub fn duplicate(&self, session: &ClientSession) -> Option<(ApplyResult, LogIndex)> {
         let rec = self.clients.get(&session.client_id)?;
         if session.seq == rec.last_seq {
-            Some(rec.last_result.clone())
+            Some((rec.last_result.clone(), rec.last_index))
         } else if session.seq < rec.last_seq {
-            Some(ApplyResult::Superseded)
+            Some((ApplyResult::Superseded, rec.last_index))
         } else {
             None
         }
@@ -98,10 +100,10 @@ mod tests {
         t.record(&s("a", 1), 10, ApplyResult::Deleted { existed: true });
         assert_eq!(
             t.duplicate(&s("a", 1)),
-            Some(ApplyResult::Deleted { existed: true })
+            Some((ApplyResult::Deleted { existed: true }, 10))
         );
         t.record(&s("a", 2), 11, ApplyResult::Put);
-        assert_eq!(t.duplicate(&s("a", 1)), Some(ApplyResult::Superseded));
+        assert_eq!(t.duplicate(&s("a", 1)), Some((ApplyResult::Superseded, 11)));
         assert_eq!(t.duplicate(&s("a", 3)), None);
         assert_eq!(t.duplicate(&s("b", 1)), None);
     }
@@ -115,6 +117,6 @@ mod tests {
         t.record(&s("c", 1), 4, ApplyResult::Put); // evicts b
         assert_eq!(t.len(), 2);
         assert_eq!(t.duplicate(&s("b", 1)), None);
-        assert_eq!(t.duplicate(&s("a", 2)), Some(ApplyResult::Put));
+        assert_eq!(t.duplicate(&s("a", 2)), Some((ApplyResult::Put, 3)));
     }
 }

@@ -14,8 +14,9 @@ pub struct KvStore {
 }
 
 impl KvStore {
-    /// Applies the committed command at `index`; a retried request returns its recorded result.
-    pub fn apply(&mut self, index: LogIndex, cmd: &Command) -> ApplyResult {
+    /// Applies the committed command at `index`. Returns its result and the index it took
+    /// effect at: for a retried request, the recorded result and the original index.
+    pub fn apply(&mut self, index: LogIndex, cmd: &Command) -> (ApplyResult, LogIndex) {
         if let Some(session) = &cmd.session {
             if let Some(previous) = self.sessions.duplicate(session) {
                 return previous;
@@ -33,7 +34,7 @@ impl KvStore {
         if let Some(session) = &cmd.session {
             self.sessions.record(session, index, result.clone());
         }
-        result
+        (result, index)
     }
 
     pub fn get(&self, key: &str) -> Option<&Vec<u8>> {
@@ -76,14 +77,14 @@ mod tests {
     #[test]
     fn put_get_delete() {
         let mut kv = KvStore::default();
-        assert_eq!(kv.apply(1, &put("a", "1")), ApplyResult::Put);
+        assert_eq!(kv.apply(1, &put("a", "1")), (ApplyResult::Put, 1));
         assert_eq!(kv.get("a").map(|v| v.as_slice()), Some(&b"1"[..]));
         let del = Command {
             op: KvOp::Delete { key: "a".into() },
             session: None,
         };
-        assert_eq!(kv.apply(2, &del), ApplyResult::Deleted { existed: true });
-        assert_eq!(kv.apply(3, &del), ApplyResult::Deleted { existed: false });
+        assert_eq!(kv.apply(2, &del).0, ApplyResult::Deleted { existed: true });
+        assert_eq!(kv.apply(3, &del).0, ApplyResult::Deleted { existed: false });
         assert!(kv.get("a").is_none());
     }
 
@@ -98,7 +99,11 @@ mod tests {
         kv.apply(1, &first);
         kv.apply(2, &put("a", "2"));
         // The retry of seq 1 arrives after another client's write: it must not reapply.
-        assert_eq!(kv.apply(3, &first), ApplyResult::Put);
+        assert_eq!(
+            kv.apply(3, &first),
+            (ApplyResult::Put, 1),
+            "the original index"
+        );
         assert_eq!(kv.get("a").map(|v| v.as_slice()), Some(&b"2"[..]));
     }
 }
