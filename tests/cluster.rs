@@ -603,3 +603,45 @@ fn stop_and_start_keeps_data_dir_usable() {
         );
     }
 }
+
+#[test]
+fn damaged_data_files_are_reported_and_a_torn_tail_is_dropped() {
+    let mut c = Cluster::start("damaged-data", 3);
+    let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
+    c.put_all_acked("damage-writer", &kvs("damage", 20));
+    let victim = c.followers_of(leader)[0];
+    let target = c.status(leader).unwrap().commit_index;
+    c.wait_applied(victim, target, Duration::from_secs(10));
+    c.kill(victim);
+    let log = c.node(victim).data_dir.join("raft.log");
+    let good = std::fs::read(&log).unwrap();
+
+    // A crash mid-write: half a record of garbage at the end. The node drops it, says so,
+    // and rejoins.
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[0x20, 0, 0, 0, 0x11, 0x22]);
+    std::fs::write(&log, &torn).unwrap();
+    c.restart(victim);
+    c.wait_for_log(victim, "dropping torn record", Duration::from_secs(5));
+    c.put_acked(leader, "after-torn", b"ok");
+    let target = c.status(leader).unwrap().commit_index;
+    c.wait_applied(victim, target, Duration::from_secs(10));
+    c.kill(victim);
+
+    // A flipped byte in the middle of the log: the node refuses to start and names the file
+    // and the offset, rather than silently losing what follows.
+    let mut bad = std::fs::read(&log).unwrap();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0xff;
+    std::fs::write(&log, &bad).unwrap();
+    c.restart_no_wait(victim);
+    let status = wait_for(Duration::from_secs(10), || c.exited(victim))
+        .expect("a node with a corrupt log must exit");
+    assert!(!status.success());
+    let text = c.log_text(victim);
+    assert!(
+        text.contains("raft.log") && text.contains("corrupt record at byte offset"),
+        "log does not name the damage:\n{}",
+        text
+    );
+}
