@@ -782,3 +782,25 @@ fn retried_write_applies_once_across_a_lost_reply_and_a_leader_change() {
         });
     }
 }
+
+#[test]
+fn rejoining_node_does_not_disrupt_the_leader() {
+    // Pre-Vote: a follower cut off for many election timeouts keeps its term, so when it
+    // returns the leader keeps leading in the same term.
+    for seed in seeds(2700, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (l, term) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            let f = if l == 1 { 2 } else { 1 };
+            sim.isolate(f);
+            sim.sleep(5 * SECOND).await;
+            assert_eq!(
+                sim.status(f).await.unwrap().term,
+                term,
+                "isolated node bumped its term"
+            );
+            sim.heal();
+            sim.sleep(2 * SECOND).await;
+            assert_eq!(sim.wait_leader(&[1, 2, 3], SECOND).await, Some((l, term)));
+        });
+    }
+}

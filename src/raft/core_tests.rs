@@ -103,11 +103,25 @@ fn terms(core: &RaftCore) -> Vec<Term> {
         .collect()
 }
 
+/// The election timeout fires and peer 2 grants the pre-vote: `n` becomes a candidate.
+fn campaign(n: &mut RaftCore) -> Vec<Effect> {
+    let e = n.on_election_timeout();
+    let mut out = durable(n, e);
+    let e = n.on_message(
+        2,
+        Message::PreVoteResponse {
+            term: n.current_term() + 1,
+            vote_granted: true,
+        },
+    );
+    out.extend(durable(n, e));
+    out
+}
+
 /// Elects node 1 leader of a fresh 3-node cluster in term 1.
 fn leader() -> RaftCore {
     let mut n = node(1, 0, vec![]);
-    let e = n.on_election_timeout();
-    durable(&mut n, e);
+    campaign(&mut n);
     let e = n.on_message(
         2,
         Message::RequestVoteResponse {
@@ -202,10 +216,13 @@ fn vote_reply_waits_until_the_vote_is_durable() {
 #[test]
 fn candidate_needs_a_majority_and_ignores_other_terms() {
     let mut n = node(1, 0, vec![]);
-    let e = n.on_election_timeout();
-    let e = durable(&mut n, e);
+    let e = campaign(&mut n);
     assert_eq!(n.role(), Role::Candidate);
-    assert_eq!(sent(&e).len(), 2, "asks both peers");
+    let asks = sent(&e)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::RequestVote { .. }))
+        .count();
+    assert_eq!(asks, 2, "asks both peers");
     // A stale grant from an earlier term does not count.
     n.on_message(
         2,
@@ -368,8 +385,7 @@ fn leader_commits_only_current_term_entries_by_counting_replicas() {
         RaftLog::new(0, 0, vec![entry(1, 1), entry(2, 2)]),
         None,
     );
-    let e = n.on_election_timeout();
-    durable(&mut n, e);
+    campaign(&mut n);
     let e = n.on_message(
         2,
         Message::RequestVoteResponse {
@@ -567,4 +583,75 @@ fn snapshot_that_agrees_keeps_the_entries_after_it() {
     durable(&mut n, e);
     assert_eq!((n.log().snapshot_index(), n.log().last_index()), (2, 4));
     assert_eq!(n.commit_index(), 2);
+}
+
+// ----- Pre-Vote (thesis §9.6) -----
+
+fn pre_vote(term: Term, candidate: NodeId, last_index: LogIndex, last_term: Term) -> Message {
+    Message::PreVote {
+        term,
+        candidate_id: candidate,
+        last_log_index: last_index,
+        last_log_term: last_term,
+    }
+}
+
+fn pre_granted(effects: &[Effect]) -> Option<bool> {
+    sent(effects).into_iter().find_map(|(_, m)| match m {
+        Message::PreVoteResponse { vote_granted, .. } => Some(vote_granted),
+        _ => None,
+    })
+}
+
+#[test]
+fn election_timeout_asks_for_pre_votes_without_changing_term() {
+    let mut n = node(1, 3, vec![]);
+    let e = n.on_election_timeout();
+    assert_eq!(n.current_term(), 3, "a pre-vote changes no term");
+    assert!(!e.iter().any(|x| matches!(x, Effect::Persist(_))));
+    assert_eq!(
+        sent(&e)
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::PreVote { term: 4, .. }))
+            .count(),
+        2
+    );
+    // Refusals (or silence) leave the node where it was.
+    let e = n.on_message(
+        2,
+        Message::PreVoteResponse {
+            term: 3,
+            vote_granted: false,
+        },
+    );
+    assert!(e.is_empty());
+    assert_eq!((n.role(), n.current_term()), (Role::Follower, 3));
+}
+
+#[test]
+fn pre_vote_is_refused_while_following_a_leader_and_changes_nothing() {
+    let mut n = node(2, 1, vec![entry(1, 1)]);
+    let e = n.on_message(1, append(1, 1, (1, 1), vec![], 1));
+    durable(&mut n, e);
+    assert_eq!(n.leader_id(), Some(1));
+    // Node 3 was cut off and wants term 2: refused, and our term stays 1.
+    let e = n.on_message(3, pre_vote(2, 3, 1, 1));
+    assert_eq!(pre_granted(&e), Some(false));
+    assert_eq!(n.current_term(), 1);
+    assert_eq!(n.voted_for(), None);
+    // Without a leader, an up-to-date candidate gets a yes, a stale one a no.
+    let mut m = node(2, 1, vec![entry(1, 1)]);
+    assert_eq!(
+        pre_granted(&m.on_message(3, pre_vote(2, 3, 1, 1))),
+        Some(true)
+    );
+    assert_eq!(
+        pre_granted(&m.on_message(3, pre_vote(2, 3, 0, 0))),
+        Some(false)
+    );
+    assert_eq!(
+        pre_granted(&m.on_message(3, pre_vote(1, 3, 5, 1))),
+        Some(false)
+    );
+    assert_eq!(m.current_term(), 1);
 }

@@ -19,6 +19,21 @@ pub struct RejectHint {
 /// Everything one node says to another over the peer network.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Message {
+    /// Pre-Vote (thesis §9.6): "would you vote for me in `term`?" Changes nothing on the
+    /// receiver; a node runs a real election only after a majority says yes, so a node
+    /// that was cut off does not disrupt the cluster with a higher term when it returns.
+    PreVote {
+        /// The term the candidate would use (its current term + 1).
+        term: Term,
+        candidate_id: NodeId,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    PreVoteResponse {
+        /// The term asked about when granted; the receiver's term when refused.
+        term: Term,
+        vote_granted: bool,
+    },
     RequestVote {
         term: Term,
         candidate_id: NodeId,
@@ -90,13 +105,19 @@ impl Message {
             | Message::AppendEntriesResponse { term, .. }
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotResponse { term, .. } => Some(*term),
-            Message::Forward { .. } | Message::ForwardReply { .. } => None,
+            // Pre-Vote terms are hypothetical: they never make anyone adopt them.
+            Message::PreVote { .. }
+            | Message::PreVoteResponse { .. }
+            | Message::Forward { .. }
+            | Message::ForwardReply { .. } => None,
         }
     }
 
     /// Short name for logs.
     pub fn kind(&self) -> &'static str {
         match self {
+            Message::PreVote { .. } => "PreVote",
+            Message::PreVoteResponse { .. } => "PreVoteResponse",
             Message::RequestVote { .. } => "RequestVote",
             Message::RequestVoteResponse { .. } => "RequestVoteResponse",
             Message::AppendEntries { .. } => "AppendEntries",

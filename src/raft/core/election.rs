@@ -4,7 +4,105 @@
 use super::*;
 
 impl RaftCore {
+    /// The election timeout fired: first ask whether a majority would vote for us (Pre-Vote,
+    /// thesis §9.6), without touching our term. A lone node needs nobody's opinion.
+    pub(super) fn start_pre_vote(&mut self) {
+        if self.peers.is_empty() {
+            self.start_election();
+            return;
+        }
+        self.leader_id = None;
+        self.prevotes = Some(BTreeSet::from([self.id]));
+        self.effects.push(Effect::ResetElectionTimer);
+        info!(
+            "[node {} term {}] election timeout: asks {} peers for pre-votes for term {} (last log {}/{})",
+            self.id,
+            self.current_term,
+            self.peers.len(),
+            self.current_term + 1,
+            self.log.last_index(),
+            self.log.last_term()
+        );
+        for peer in self.peers.clone() {
+            self.send(
+                peer,
+                Message::PreVote {
+                    term: self.current_term + 1,
+                    candidate_id: self.id,
+                    last_log_index: self.log.last_index(),
+                    last_log_term: self.log.last_term(),
+                },
+            );
+        }
+    }
+
+    /// Would we vote for `candidate` in `term`? Yes if the term is newer than ours, its log
+    /// is at least as up to date, and we are not following a leader we still hear from
+    /// (leader stickiness). Nothing changes here, so nothing needs to be persisted.
+    pub(super) fn handle_pre_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        candidate: NodeId,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        let following = self.role == Role::Leader
+            || (self.role == Role::Follower && self.leader_id.is_some() && self.prevotes.is_none());
+        let granted = term > self.current_term
+            && !following
+            && self
+                .log
+                .candidate_is_up_to_date(last_log_term, last_log_index);
+        debug!(
+            "[node {} term {}] pre-vote for node {} in term {}: {}",
+            self.id,
+            self.current_term,
+            candidate,
+            term,
+            if granted { "yes" } else { "no" }
+        );
+        self.send(
+            from,
+            Message::PreVoteResponse {
+                term: if granted { term } else { self.current_term },
+                vote_granted: granted,
+            },
+        );
+    }
+
+    pub(super) fn handle_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool) {
+        if !granted && term > self.current_term {
+            // Refused by a node in a newer term: that term is real, adopt it.
+            info!(
+                "[node {} term {}] sees term {} in PreVoteResponse from node {}: becomes follower",
+                self.id, self.current_term, term, from
+            );
+            self.become_follower(term, None);
+            return;
+        }
+        let wanted = self.current_term + 1;
+        let Some(prevotes) = self.prevotes.as_mut() else {
+            return;
+        };
+        if !granted || term != wanted {
+            return;
+        }
+        prevotes.insert(from);
+        if prevotes.len() >= quorum_size(self.peers.len() + 1) {
+            info!(
+                "[node {} term {}] won the pre-vote ({} of {}): starts the election",
+                self.id,
+                self.current_term,
+                prevotes.len(),
+                self.peers.len() + 1
+            );
+            self.start_election();
+        }
+    }
+
     pub(super) fn start_election(&mut self) {
+        self.prevotes = None;
         self.current_term += 1;
         self.role = Role::Candidate;
         self.leader_id = None;
@@ -200,6 +298,8 @@ impl RaftCore {
         }
         self.role = Role::Follower;
         self.leader_id = leader;
+        // A pre-campaign ends with any change of term or leader; the next timeout restarts it.
+        self.prevotes = None;
         self.votes.clear();
     }
 }

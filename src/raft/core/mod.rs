@@ -148,6 +148,8 @@ pub struct RaftCore {
     applied_sent: LogIndex,
 
     votes: BTreeSet<NodeId>,
+    /// Pre-votes gathered for term `current_term + 1`; `Some` while pre-campaigning.
+    prevotes: Option<BTreeSet<NodeId>>,
     // Leader state (Figure 2, "volatile state on leaders"; next_index lives in Replicators).
     peer_match: BTreeMap<NodeId, LogIndex>,
     recent_active: BTreeSet<NodeId>,
@@ -201,6 +203,7 @@ impl RaftCore {
             commit_index: snapshot_index,
             applied_sent: snapshot_index,
             votes: BTreeSet::new(),
+            prevotes: None,
             peer_match: BTreeMap::new(),
             recent_active: BTreeSet::new(),
             noop_index: 0,
@@ -281,7 +284,7 @@ impl RaftCore {
     pub fn on_election_timeout(&mut self) -> Vec<Effect> {
         match self.role {
             Role::Leader => self.check_quorum(),
-            Role::Follower | Role::Candidate => self.start_election(),
+            Role::Follower | Role::Candidate => self.start_pre_vote(),
         }
         self.finish()
     }
@@ -321,6 +324,15 @@ impl RaftCore {
             } => self.handle_request_vote(from, term, candidate_id, last_log_index, last_log_term),
             Message::RequestVoteResponse { term, vote_granted } => {
                 self.handle_vote_response(from, term, vote_granted)
+            }
+            Message::PreVote {
+                term,
+                candidate_id,
+                last_log_index,
+                last_log_term,
+            } => self.handle_pre_vote(from, term, candidate_id, last_log_index, last_log_term),
+            Message::PreVoteResponse { term, vote_granted } => {
+                self.handle_pre_vote_response(from, term, vote_granted)
             }
             Message::AppendEntries {
                 term,
