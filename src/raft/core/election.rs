@@ -113,7 +113,7 @@ impl RaftCore {
         self.persist_hard_state();
         self.effects.push(Effect::ResetElectionTimer);
         info!(
-            "[node {} term {}] election timeout: becomes candidate (last log {}/{}), asks {} peers",
+            "[node {} term {}] becomes candidate (last log {}/{}), asks {} peers for votes",
             self.id,
             self.current_term,
             self.log.last_index(),
