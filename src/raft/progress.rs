@@ -104,15 +104,6 @@ impl Progress {
         self.inflight.clear();
         true
     }
-
-    /// The entries the follower needs were compacted away; it must get a snapshot that ends
-    /// at `snapshot_index` (then replication continues after it).
-    pub fn on_snapshot_sent(&mut self, snapshot_index: LogIndex) {
-        self.next_index = snapshot_index + 1;
-        self.state = ProgressState::Probe;
-        self.probe_sent = true;
-        self.inflight.clear();
-    }
 }
 
 #[cfg(test)]
