@@ -37,11 +37,19 @@ pub struct Config {
     /// How long a client request may wait before the gateway answers 504, in ms
     /// (default 5000).
     pub request_timeout_ms: Option<u64>,
-    /// Take a snapshot (and compact the log) after this many applied entries (default
-    /// 10000).
-    pub snapshot_threshold_entries: Option<u64>,
-    /// ... or after about this many bytes of applied entries (default 67108864 = 64 MiB).
-    pub snapshot_threshold_bytes: Option<u64>,
+    /// Page cache of the state machine's store (`data_dir/store.redb`), in MiB (default
+    /// 128). Memory use is bounded by this, not by the data size.
+    pub store_cache_mb: Option<u64>,
+    /// The store syncs (a durable commit) after this many applied entries, or once a
+    /// second while entries are applied (default 20000). Only bounds how much log a restart
+    /// replays: the Raft log is the write-ahead log.
+    pub store_sync_entries: Option<u64>,
+    /// Log entries kept below what the store holds durably, for followers that lag a
+    /// little; a follower further behind gets a snapshot (default 20000).
+    pub log_tail_entries: Option<u64>,
+    /// Size at which a log segment (`data_dir/log/*.seg`) is closed and a new one started,
+    /// in MiB (default 64). Compaction deletes whole segments.
+    pub log_segment_mb: Option<u64>,
     /// The other members.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -134,8 +142,11 @@ impl Config {
                 hb, min
             ));
         }
-        if self.snapshot_threshold_entries == Some(0) || self.snapshot_threshold_bytes == Some(0) {
-            return Err("snapshot thresholds must be positive".into());
+        if self.store_sync_entries == Some(0) {
+            return Err("store_sync_entries must be positive".into());
+        }
+        if self.store_cache_mb == Some(0) || self.log_segment_mb == Some(0) {
+            return Err("store_cache_mb and log_segment_mb must be positive".into());
         }
         if self.request_timeout_ms == Some(0) {
             return Err("request_timeout_ms must be positive".into());
@@ -165,10 +176,26 @@ impl Config {
                 self.election_timeout_max_ms.unwrap_or(600),
             ),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.unwrap_or(50)),
-            snapshot_threshold_entries: self.snapshot_threshold_entries.unwrap_or(10_000),
-            snapshot_threshold_bytes: self.snapshot_threshold_bytes.unwrap_or(64 * 1024 * 1024),
+            store_sync_entries: self
+                .store_sync_entries
+                .unwrap_or(RaftOptions::default().store_sync_entries),
+            log_tail_entries: self
+                .log_tail_entries
+                .unwrap_or(RaftOptions::default().log_tail_entries),
             ..RaftOptions::default()
         }
+    }
+
+    /// The store's page cache, in bytes.
+    pub fn store_cache_bytes(&self) -> usize {
+        (self.store_cache_mb.unwrap_or(128) as usize).saturating_mul(1024 * 1024)
+    }
+
+    /// Log segment size, in bytes.
+    pub fn log_segment_bytes(&self) -> u64 {
+        self.log_segment_mb
+            .unwrap_or(64)
+            .saturating_mul(1024 * 1024)
     }
 
     /// The HTTP address of node `id` (this node or a peer).

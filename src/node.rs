@@ -8,18 +8,27 @@ use actix::prelude::*;
 use crate::actors::consensus::{Consensus, RaftOptions};
 use crate::actors::election_timer::ElectionTimer;
 use crate::actors::log_store::LogStore;
-use crate::actors::state_machine::{AppliedEntries, SnapshotPolicy, StateMachine};
+use crate::actors::state_machine::{
+    AppliedEntries, SnapshotLimits, StateMachine, StateMachineLinks, SyncPolicy,
+};
 use crate::kv::KvStore;
 use crate::net::Transport;
-use crate::raft::{NodeId, RaftCore, RaftLog};
-use crate::storage::{InitialState, Storage};
+use crate::raft::{LogPoint, NodeId, RaftCore, RaftLog};
+use crate::storage::{compact_log, InitialState, Storage};
 
 /// What a node is built from: the seams the simulator replaces.
 pub struct NodeDeps {
     pub transport: Arc<dyn Transport>,
     pub storage: Box<dyn Storage>,
-    /// What the storage held at start.
+    /// What the log held at start.
     pub initial: InitialState,
+    /// The state machine's store, opened.
+    pub store: KvStore,
+    /// What the store has applied (durably).
+    pub applied: LogPoint,
+    /// Run the state machine on a thread of its own (production); the simulator keeps
+    /// every actor on its one thread.
+    pub threaded: bool,
     /// Seeds the election timer's randomness.
     pub seed: u64,
     /// Receives every applied entry (simulator invariant checks); `None` in production.
@@ -34,42 +43,79 @@ pub struct NodeHandle {
     pub state_machine: Addr<StateMachine>,
 }
 
+/// Makes the log agree with the store it restarts with. The store is the snapshot: the log
+/// must reach back to it (it is only ever compacted up to what the store holds durably),
+/// and if the store is ahead of the log (a snapshot was installed, or the store synced
+/// entries the log had not yet), the log starts after the store's point, keeping the
+/// entries after it only if it holds that point with the same term (Figure 13, 6-7).
+pub fn reconcile(initial: &mut InitialState, applied: LogPoint) -> Result<(), String> {
+    if applied.index < initial.start.index {
+        return Err(format!(
+            "the state machine store has applied up to index {} but the log starts after index \
+             {}: the store is older than the log (was store.redb replaced or removed?). Start the \
+             node with an empty data directory; it catches up from the leader",
+            applied.index, initial.start.index
+        ));
+    }
+    let holds = applied.index == initial.start.index
+        || initial
+            .entries
+            .iter()
+            .any(|e| e.index == applied.index && e.term == applied.term);
+    if !holds {
+        compact_log(initial, applied);
+    }
+    Ok(())
+}
+
 /// Starts the actors of node `id` on the current actix System.
 pub fn start_node(
     id: NodeId,
     peers: Vec<NodeId>,
     options: RaftOptions,
     deps: NodeDeps,
-) -> NodeHandle {
-    let InitialState {
-        hard_state,
-        snapshot,
-        entries,
-    } = deps.initial;
-    let (snap_index, snap_term, kv) = match &snapshot {
-        Some(s) => (s.index, s.term, s.kv.clone()),
-        None => (0, 0, KvStore::default()),
+) -> Result<NodeHandle, String> {
+    let NodeDeps {
+        transport,
+        storage,
+        mut initial,
+        store,
+        applied,
+        threaded,
+        seed,
+        observer,
+    } = deps;
+    reconcile(&mut initial, applied)?;
+    let log = RaftLog::new(initial.start.index, initial.start.term, initial.entries);
+    let core = RaftCore::new(id, peers, initial.hard_state, log, applied.index)
+        .with_log_tail(options.log_tail_entries);
+    let log_store = LogStore::new(storage, options.sim_fsync_latency).start();
+    let sync = SyncPolicy {
+        every_entries: options.store_sync_entries,
+        every_bytes: options.store_sync_bytes,
+        interval: options.store_sync_interval,
     };
-    let log = RaftLog::new(snap_index, snap_term, entries);
-    let mut members = peers.clone();
-    members.push(id);
-    members.sort_unstable();
-    members.dedup();
-    let policy = SnapshotPolicy {
-        max_entries: options.snapshot_threshold_entries,
-        max_bytes: options.snapshot_threshold_bytes,
+    let snapshots = SnapshotLimits {
+        chunk_bytes: options.snapshot_chunk_bytes,
+        window: options.snapshot_window,
+        threaded,
     };
-    let core = RaftCore::new(id, peers, hard_state, log, snapshot);
-    let log_store = LogStore::new(deps.storage, options.sim_fsync_latency).start();
     let mut state_machine = None;
-    let transport = deps.transport;
-    let seed = deps.seed;
-    let observer = deps.observer;
     let consensus = Consensus::create(|ctx| {
-        let sm = StateMachine::new(id, kv, snap_index, Some(ctx.address().recipient()))
+        let links = StateMachineLinks {
+            applied: ctx.address().recipient(),
+            chunks: ctx.address().recipient(),
+        };
+        let sm = StateMachine::new(id, store, applied, Some(links))
             .with_observer(observer)
-            .with_snapshots(policy, members, snap_term)
-            .start();
+            .with_policies(sync, snapshots);
+        let sm = if threaded {
+            let arbiter = Arbiter::new();
+            let sm = sm.on_own_arbiter();
+            StateMachine::start_in_arbiter(&arbiter.handle(), move |_| sm)
+        } else {
+            sm.start()
+        };
         state_machine = Some(sm.clone());
         let timer = ElectionTimer::new(
             options.election_timeout_min,
@@ -88,11 +134,11 @@ pub fn start_node(
             seed ^ 0x5eed,
         )
     });
-    NodeHandle {
+    // `create` runs the closure before returning, so this is always set.
+    let state_machine = state_machine.ok_or("state machine did not start")?;
+    Ok(NodeHandle {
         id,
         consensus,
-        // `create` runs the closure before returning, so this is always set.
-        state_machine: state_machine
-            .unwrap_or_else(|| StateMachine::new(id, KvStore::default(), 0, None).start()),
-    }
+        state_machine,
+    })
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use log::info;
 
 use crate::config::Config;
+use crate::kv::{KvStore, StoreDisk};
 use crate::net::tcp::{serve_inbound, TcpTransport};
 use crate::node::{start_node, NodeDeps};
 use crate::raft::NodeId;
@@ -13,7 +14,20 @@ use crate::storage::FileStorage;
 
 /// Runs a production node until it is asked to stop. Returns a message on a startup error.
 pub async fn serve(config: Config) -> Result<(), String> {
-    let (storage, initial) = FileStorage::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let (storage, initial) = FileStorage::open(&config.data_dir, config.log_segment_bytes())
+        .map_err(|e| e.to_string())?;
+    let (store, applied) = KvStore::open(
+        &StoreDisk::Dir(config.data_dir.clone()),
+        config.store_cache_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    info!(
+        "[node {}] store {} has applied up to index {} (term {})",
+        config.id,
+        config.data_dir.join(crate::kv::STORE_FILE).display(),
+        applied.index,
+        applied.term
+    );
     let listener = tokio::net::TcpListener::bind(&config.raft_addr)
         .await
         .map_err(|e| {
@@ -36,10 +50,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
             transport,
             storage: Box::new(storage),
             initial,
+            store,
+            applied,
+            threaded: true,
             seed: rand::random(),
             observer: None,
         },
-    );
+    )?;
     let peer_ids: BTreeSet<NodeId> = peers.iter().map(|p| p.0).collect();
     actix::spawn(serve_inbound(
         listener,

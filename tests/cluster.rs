@@ -604,6 +604,17 @@ fn stop_and_start_keeps_data_dir_usable() {
     }
 }
 
+/// The log's segment files in `dir`, oldest first.
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn damaged_data_files_are_reported_and_a_torn_tail_is_dropped() {
     let mut c = Cluster::start("damaged-data", 3);
@@ -613,35 +624,70 @@ fn damaged_data_files_are_reported_and_a_torn_tail_is_dropped() {
     let target = c.status(leader).unwrap().commit_index;
     c.wait_applied(victim, target, Duration::from_secs(10));
     c.kill(victim);
-    let log = c.node(victim).data_dir.join("raft.log");
-    let good = std::fs::read(&log).unwrap();
+    let dir = c.node(victim).data_dir.clone();
+    let newest = segments(&dir).pop().expect("a log segment");
+    let good = std::fs::read(&newest).unwrap();
 
-    // A crash mid-write: half a record of garbage at the end. The node drops it, says so,
-    // and rejoins.
+    // A crash mid-write: half a record of garbage at the end of the newest segment. The
+    // node drops it, says so, and rejoins.
     let mut torn = good.clone();
     torn.extend_from_slice(&[0x20, 0, 0, 0, 0x11, 0x22]);
-    std::fs::write(&log, &torn).unwrap();
+    std::fs::write(&newest, &torn).unwrap();
     c.restart(victim);
-    c.wait_for_log(victim, "dropping torn record", Duration::from_secs(5));
+    c.wait_for_log(victim, "dropping a torn record", Duration::from_secs(5));
     c.put_acked(leader, "after-torn", b"ok");
     let target = c.status(leader).unwrap().commit_index;
     c.wait_applied(victim, target, Duration::from_secs(10));
     c.kill(victim);
 
-    // A flipped byte in the middle of the log: the node refuses to start and names the file
-    // and the offset, rather than silently losing what follows.
-    let mut bad = std::fs::read(&log).unwrap();
+    // A flipped byte in the middle of a segment that holds entries (not the newest, which
+    // the restart began): the node refuses to start and names the file and the offset,
+    // rather than silently losing what follows.
+    let victim_segment = segments(&dir)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a segment");
+    let mut bad = std::fs::read(&victim_segment).unwrap();
     let middle = bad.len() / 2;
     bad[middle] ^= 0xff;
-    std::fs::write(&log, &bad).unwrap();
+    std::fs::write(&victim_segment, &bad).unwrap();
     c.restart_no_wait(victim);
     let status = wait_for(Duration::from_secs(10), || c.exited(victim))
         .expect("a node with a corrupt log must exit");
     assert!(!status.success());
     let text = c.log_text(victim);
+    let name = victim_segment
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
     assert!(
-        text.contains("raft.log") && text.contains("corrupt record at byte offset"),
-        "log does not name the damage:\n{}",
+        text.contains(&name) && text.contains("corrupt record at byte offset"),
+        "log does not name the damage ({}):\n{}",
+        name,
         text
     );
+    std::fs::write(&victim_segment, &bad[..0]).unwrap();
+    std::fs::remove_dir_all(dir.join("log")).unwrap();
+
+    // A store file that is not a store: refused, naming the file.
+    std::fs::write(dir.join("store.redb"), vec![0x5a; 64 * 1024]).unwrap();
+    c.restart_no_wait(victim);
+    let status = wait_for(Duration::from_secs(10), || c.exited(victim))
+        .expect("a node with a damaged store must exit");
+    assert!(!status.success());
+    let text = c.log_text(victim);
+    assert!(
+        text.contains("store.redb"),
+        "log does not name the store:\n{}",
+        text
+    );
+
+    // A data directory of the old format: refused with what to do.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("raft.log"), b"old").unwrap();
+    c.restart_no_wait(victim);
+    wait_for(Duration::from_secs(10), || c.exited(victim)).expect("old format must be refused");
+    assert!(c.log_text(victim).contains("empty data directory"));
 }

@@ -145,7 +145,8 @@ fn linearizable_with_frequent_snapshots_under_faults() {
                 partitions: true,
             },
             RaftOptions {
-                snapshot_threshold_entries: 40,
+                store_sync_entries: 20,
+                log_tail_entries: 20,
                 snapshot_chunk_bytes: 256,
                 ..Default::default()
             },

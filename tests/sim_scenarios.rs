@@ -514,7 +514,8 @@ fn same_seed_same_run() {
 
 fn small_snapshots() -> raftkv::actors::consensus::RaftOptions {
     raftkv::actors::consensus::RaftOptions {
-        snapshot_threshold_entries: 50,
+        store_sync_entries: 25,
+        log_tail_entries: 25,
         snapshot_chunk_bytes: 512,
         ..Default::default()
     }

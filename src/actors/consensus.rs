@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use tokio::sync::oneshot;
 
 use super::election_timer::{ElectionTimeout, ElectionTimer, ResetTimer, StopTimer};
@@ -17,8 +17,10 @@ use super::replicator::{
     StopReplicator, Wake,
 };
 use super::state_machine::{
-    Applied, Apply, AwaitApplied, ReadAt, ReadLocal, Restore, StateMachine, StopStateMachine,
+    Applied, Apply, AwaitApplied, ChunkStored, InstallChunk, ReadAt, ReadLocal, StateMachine,
+    StopStateMachine,
 };
+use crate::codec;
 use crate::kv::{ClientRequest, ClientResponse, Command, ReadConsistency};
 use crate::net::{Inbound, Transport};
 use crate::raft::{Effect, LogIndex, Message, NodeId, Payload, RaftCore, ReadId, Role, Term};
@@ -46,6 +48,19 @@ pub struct NodeStatus {
     pub last_log_index: LogIndex,
     pub snapshot_index: LogIndex,
     pub voted_for: Option<NodeId>,
+    /// Highest index the state machine's store holds durably.
+    pub store_durable_index: LogIndex,
+    /// Snapshots this leader is streaming to followers.
+    pub snapshot_transfers: Vec<SnapshotTransfer>,
+}
+
+/// A snapshot being streamed to a follower, for `/status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotTransfer {
+    pub peer: NodeId,
+    pub index: LogIndex,
+    /// Bytes the follower has stored so far.
+    pub bytes_stored: u64,
 }
 
 #[derive(actix::Message)]
@@ -68,12 +83,20 @@ pub struct RaftOptions {
     pub max_inflight: usize,
     /// Simulated fsync time (in-memory storage only).
     pub sim_fsync_latency: Duration,
-    /// Take a snapshot once this many entries were applied since the last one.
-    pub snapshot_threshold_entries: u64,
-    /// ... or once the applied entries since the last one add up to about this many bytes.
-    pub snapshot_threshold_bytes: u64,
+    /// The store syncs (a durable commit) once this many entries were applied since the
+    /// last sync...
+    pub store_sync_entries: u64,
+    /// ... or about this many bytes of entries ...
+    pub store_sync_bytes: u64,
+    /// ... or this much time passed with entries applied.
+    pub store_sync_interval: Duration,
+    /// Log entries kept below the store's durable index, for followers that lag a little
+    /// (a follower further behind gets a snapshot).
+    pub log_tail_entries: u64,
     /// Size of one InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
+    /// InstallSnapshot chunks in flight to one follower.
+    pub snapshot_window: usize,
 }
 
 impl Default for RaftOptions {
@@ -86,9 +109,12 @@ impl Default for RaftOptions {
             max_bytes_per_append: 4 * 1024 * 1024,
             max_inflight: 8,
             sim_fsync_latency: Duration::from_millis(1),
-            snapshot_threshold_entries: 10_000,
-            snapshot_threshold_bytes: 64 * 1024 * 1024,
+            store_sync_entries: 20_000,
+            store_sync_bytes: 64 * 1024 * 1024,
+            store_sync_interval: Duration::from_secs(1),
+            log_tail_entries: 20_000,
             snapshot_chunk_bytes: 1024 * 1024,
+            snapshot_window: 8,
         }
     }
 }
@@ -115,6 +141,8 @@ pub struct Consensus {
     seen_forwards: HashSet<(NodeId, u64)>,
     seen_order: VecDeque<(NodeId, u64)>,
     last_applied: LogIndex,
+    store_durable: LogIndex,
+    transfers: BTreeMap<NodeId, SnapshotTransfer>,
     stopped: bool,
 }
 
@@ -128,8 +156,8 @@ impl Consensus {
         state_machine: Addr<StateMachine>,
         seed: u64,
     ) -> Self {
-        // On start the state machine holds exactly the snapshot.
-        let core_snapshot_index = core.log().snapshot_index();
+        // On start the commit index is what the state machine has applied.
+        let core_snapshot_index = core.commit_index();
         Consensus {
             core,
             options,
@@ -147,6 +175,8 @@ impl Consensus {
             seen_forwards: HashSet::new(),
             seen_order: VecDeque::new(),
             last_applied: core_snapshot_index,
+            store_durable: core_snapshot_index,
+            transfers: BTreeMap::new(),
             stopped: false,
         }
     }
@@ -213,8 +243,9 @@ impl Consensus {
                 }
                 Effect::BecameLeader { term, next_index } => {
                     self.stop_replicators();
+                    self.transfers.clear();
                     let limits = ReplicationLimits {
-                        snapshot_chunk: self.options.snapshot_chunk_bytes,
+                        snapshot_window: self.options.snapshot_window,
                         heartbeat: self.options.heartbeat_interval,
                         max_entries: self.options.max_entries_per_append,
                         max_bytes: self.options.max_bytes_per_append,
@@ -229,6 +260,7 @@ impl Consensus {
                             CoreLink {
                                 log: ctx.address().recipient(),
                                 progress: ctx.address().recipient(),
+                                snapshots: self.state_machine.clone().recipient(),
                             },
                             self.transport.clone(),
                             limits,
@@ -266,9 +298,21 @@ impl Consensus {
                         });
                     }
                 }
-                Effect::RestoreStateMachine(snapshot) => {
-                    self.state_machine.do_send(Restore(snapshot))
-                }
+                Effect::InstallChunk {
+                    from,
+                    snapshot,
+                    offset,
+                    data,
+                    done,
+                    read_seq,
+                } => self.state_machine.do_send(InstallChunk {
+                    from,
+                    snapshot,
+                    offset,
+                    data,
+                    done,
+                    read_seq,
+                }),
                 Effect::BroadcastHeartbeat { read_seq } => {
                     for r in self.replicators.values() {
                         r.do_send(HeartbeatNow { read_seq });
@@ -279,6 +323,7 @@ impl Consensus {
     }
 
     fn stop_replicators(&mut self) {
+        self.transfers.clear();
         for (_, r) in std::mem::take(&mut self.replicators) {
             r.do_send(StopReplicator);
         }
@@ -323,7 +368,7 @@ impl Consensus {
                 let read = self.state_machine.send(ReadLocal(key));
                 actix::spawn(async move {
                     let response = match read.await {
-                        Ok(v) => ClientResponse::Value(v),
+                        Ok(r) => r,
                         Err(_) => ClientResponse::Unavailable {
                             reason: "node is shutting down".into(),
                             leader: None,
@@ -333,8 +378,17 @@ impl Consensus {
                 });
             }
             ClientRequest::Write { op, session } if self.core.role() == Role::Leader => {
-                let (accepted, effects) =
-                    self.core.propose(Payload::Command(Command { op, session }));
+                let command = match codec::encode(&Command { op, session }) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        let _ = tx.send(ClientResponse::Unavailable {
+                            reason: format!("cannot encode the command: {}", e),
+                            leader: None,
+                        });
+                        return rx;
+                    }
+                };
+                let (accepted, effects) = self.core.propose(Payload::Command(command));
                 match accepted {
                     Some((index, term)) => {
                         // Registered before any Apply for this index can be sent.
@@ -355,6 +409,16 @@ impl Consensus {
             }
             request => match self.core.leader_id() {
                 Some(leader) if !forwarded && leader != self.id() => {
+                    let request = match codec::encode(&request) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            let _ = tx.send(ClientResponse::Unavailable {
+                                reason: format!("cannot encode the request: {}", e),
+                                leader: None,
+                            });
+                            return rx;
+                        }
+                    };
                     let req_id = self.next_forward_id;
                     self.next_forward_id = self.next_forward_id.wrapping_add(1);
                     self.forwards.insert(req_id, (leader, tx));
@@ -416,6 +480,16 @@ impl Handler<Inbound> for Consensus {
     fn handle(&mut self, Inbound { from, msg }: Inbound, ctx: &mut Context<Self>) {
         match msg {
             Message::Forward { req_id, request } => {
+                let Ok(request) = codec::decode::<ClientRequest>(&request) else {
+                    warn!(
+                        "[node {} term {}] forwarded request {} from node {} does not decode: ignored",
+                        self.id(),
+                        self.core.current_term(),
+                        req_id,
+                        from
+                    );
+                    return;
+                };
                 if !self.seen_forwards.insert((from, req_id)) {
                     debug!(
                         "[node {} term {}] duplicate forwarded request {} from node {} ignored",
@@ -439,10 +513,21 @@ impl Handler<Inbound> for Consensus {
                         reason: "leader dropped the request".into(),
                         leader: None,
                     });
-                    transport.send(from, Message::ForwardReply { req_id, response });
+                    match codec::encode(&response) {
+                        Ok(response) => {
+                            transport.send(from, Message::ForwardReply { req_id, response })
+                        }
+                        Err(e) => log::error!("cannot encode a forwarded reply: {}", e),
+                    }
                 });
             }
             Message::ForwardReply { req_id, response } => {
+                let response = codec::decode::<ClientResponse>(&response).unwrap_or_else(|e| {
+                    ClientResponse::Unknown {
+                        reason: format!("the leader's answer does not decode: {}", e),
+                        leader: Some(from),
+                    }
+                });
                 // Only the node the request went to may answer it.
                 if self
                     .forwards
@@ -503,9 +588,30 @@ impl Handler<Replicated> for Consensus {
     type Result = ();
 
     fn handle(&mut self, msg: Replicated, ctx: &mut Context<Self>) {
-        let effects = self
-            .core
-            .on_replicated(msg.term, msg.peer, msg.match_index, msg.read_seq);
+        if self.core.role() == Role::Leader && msg.term == self.core.current_term() {
+            match msg.snapshot {
+                Some((index, bytes_stored)) => {
+                    self.transfers.insert(
+                        msg.peer,
+                        SnapshotTransfer {
+                            peer: msg.peer,
+                            index,
+                            bytes_stored,
+                        },
+                    );
+                }
+                None => {
+                    self.transfers.remove(&msg.peer);
+                }
+            }
+        }
+        let effects = self.core.on_replicated(
+            msg.term,
+            msg.peer,
+            msg.match_index,
+            msg.read_seq,
+            msg.snapshot.map(|s| s.0),
+        );
         self.run(effects, ctx);
     }
 }
@@ -515,10 +621,30 @@ impl Handler<Applied> for Consensus {
 
     fn handle(&mut self, msg: Applied, ctx: &mut Context<Self>) {
         self.last_applied = self.last_applied.max(msg.index);
-        if let Some(snapshot) = msg.snapshot {
-            let (_, effects) = self.core.on_snapshot_taken(snapshot);
+        if let Some(durable) = msg.durable {
+            self.store_durable = self.store_durable.max(durable);
+            let effects = self.core.on_store_durable(durable);
             self.run(effects, ctx);
         }
+    }
+}
+
+impl Handler<ChunkStored> for Consensus {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChunkStored, ctx: &mut Context<Self>) {
+        if msg.installed {
+            self.last_applied = self.last_applied.max(msg.snapshot.index);
+            self.store_durable = self.store_durable.max(msg.snapshot.index);
+        }
+        let effects = self.core.on_snapshot_chunk(
+            msg.from,
+            msg.snapshot,
+            msg.next_offset,
+            msg.installed,
+            msg.read_seq,
+        );
+        self.run(effects, ctx);
     }
 }
 
@@ -537,6 +663,8 @@ impl Handler<GetStatus> for Consensus {
             last_log_index: s.last_log_index,
             snapshot_index: s.snapshot_index,
             voted_for: self.core.voted_for(),
+            store_durable_index: self.store_durable,
+            snapshot_transfers: self.transfers.values().cloned().collect(),
         })
     }
 }

@@ -5,12 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
-use log::{debug, info};
+use tokio::time::Instant;
 
-use crate::codec;
+use actix::prelude::*;
+use log::{debug, info, warn};
+
+use super::state_machine::{ChunkRx, OpenSnapshot, Polled, SnapshotStream};
 use crate::net::Transport;
-use crate::raft::{LogIndex, LogSlice, Message, NodeId, Progress, Snapshot, Term};
+use crate::raft::{
+    LogIndex, LogSlice, Message, NodeId, Progress, SnapshotChunk, SnapshotReply, SnapshotSend, Term,
+};
 
 /// A Replicator asks what to send from `next_index` on.
 #[derive(Message)]
@@ -30,6 +34,8 @@ pub struct Replicated {
     pub peer: NodeId,
     pub match_index: LogIndex,
     pub read_seq: u64,
+    /// A snapshot being streamed to the peer: (its index, bytes the peer has stored).
+    pub snapshot: Option<(LogIndex, u64)>,
 }
 
 /// How a Replicator reaches the consensus core: where entries come from and where progress
@@ -37,6 +43,8 @@ pub struct Replicated {
 pub struct CoreLink {
     pub log: Recipient<ReadLog>,
     pub progress: Recipient<Replicated>,
+    /// The state machine, which streams snapshots from a consistent read view.
+    pub snapshots: Recipient<OpenSnapshot>,
 }
 
 /// New entries were appended: send them if flow control allows.
@@ -64,7 +72,8 @@ pub struct StopReplicator;
 /// Limits on one AppendEntries.
 #[derive(Clone, Copy, Debug)]
 pub struct ReplicationLimits {
-    pub snapshot_chunk: usize,
+    /// Snapshot chunks in flight at once.
+    pub snapshot_window: usize,
     pub heartbeat: Duration,
     pub max_entries: usize,
     pub max_bytes: usize,
@@ -78,6 +87,7 @@ pub struct Replicator {
     progress: Progress,
     log: Recipient<ReadLog>,
     core: Recipient<Replicated>,
+    snapshots: Recipient<OpenSnapshot>,
     transport: Arc<dyn Transport>,
     limits: ReplicationLimits,
     read_seq: u64,
@@ -87,16 +97,30 @@ pub struct Replicator {
     again: bool,
     heartbeat_due: bool,
     /// A snapshot being streamed to the peer (its next entries are compacted away).
-    snapshot: Option<SnapshotSend>,
+    snapshot: Option<Transfer>,
+    /// A snapshot stream was asked for and has not arrived yet.
+    opening: bool,
+    /// Counts transfers, so a late chunk of an abandoned one is not mistaken for the next.
+    transfer_seq: u64,
 }
 
-struct SnapshotSend {
-    index: LogIndex,
-    term: Term,
-    data: Arc<Vec<u8>>,
-    offset: u64,
-    in_flight: bool,
+/// A snapshot transfer: the pure sending state plus where its chunks come from.
+struct Transfer {
+    send: SnapshotSend,
+    seq: u64,
+    /// `None` while a receive is waiting on it.
+    chunks: Option<ChunkRx>,
+    /// The stream closed without its last chunk (the producer failed).
+    broken: bool,
+    started: Instant,
+    logged_at: Instant,
+    /// When the peer last confirmed storing more of it.
+    progressed_at: Instant,
 }
+
+/// A transfer the peer has not advanced for this long is abandoned (the peer is gone or
+/// cut off); the next attempt starts from a fresh read view.
+const TRANSFER_STALL: Duration = Duration::from_secs(5);
 
 impl Replicator {
     pub fn new(
@@ -115,6 +139,7 @@ impl Replicator {
             progress: Progress::new(next_index, limits.max_inflight),
             log: core.log,
             core: core.progress,
+            snapshots: core.snapshots,
             transport,
             limits,
             read_seq: 0,
@@ -122,89 +147,214 @@ impl Replicator {
             again: false,
             heartbeat_due: true,
             snapshot: None,
+            opening: false,
+            transfer_seq: 0,
         }
     }
 
-    fn start_snapshot(&mut self, snapshot: &Snapshot) {
-        if self
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| s.index == snapshot.index)
-        {
+    /// Asks the state machine for a snapshot stream (the peer's next entries are compacted).
+    fn open_snapshot(&mut self, ctx: &mut Context<Self>) {
+        if self.opening || self.snapshot.is_some() {
             return;
         }
-        match codec::encode(&snapshot.kv) {
-            Ok(data) => {
-                info!(
-                    "[node {} term {}] sending snapshot at index {} ({} bytes) to peer {}",
-                    self.leader,
-                    self.term,
-                    snapshot.index,
-                    data.len(),
-                    self.peer
-                );
-                self.snapshot = Some(SnapshotSend {
-                    index: snapshot.index,
-                    term: snapshot.term,
-                    data: Arc::new(data),
-                    offset: 0,
-                    in_flight: false,
-                });
+        self.opening = true;
+        let ask = self.snapshots.send(OpenSnapshot);
+        ctx.spawn(fut::wrap_future::<_, Self>(ask).map(|res, act, ctx| {
+            act.opening = false;
+            match res {
+                Ok(Some(stream)) => act.start_transfer(stream, ctx),
+                Ok(None) => warn!(
+                    "[node {} term {}] no snapshot available for peer {}; retrying",
+                    act.leader, act.term, act.peer
+                ),
+                Err(_) => ctx.stop(),
             }
-            Err(e) => log::error!(
-                "[node {} term {}] cannot encode snapshot for peer {}: {}",
-                self.leader,
-                self.term,
-                self.peer,
-                e
-            ),
-        }
+        }));
     }
 
-    /// Tells the core how far the peer matches (and which read round it answered), then
-    /// sends whatever is next.
-    fn report_and_continue(&mut self, read_seq: u64, ctx: &mut Context<Self>) {
-        self.core.do_send(Replicated {
-            term: self.term,
-            peer: self.peer,
-            match_index: self.progress.match_index,
-            read_seq,
+    fn start_transfer(&mut self, stream: SnapshotStream, ctx: &mut Context<Self>) {
+        info!(
+            "[node {} term {}] sending snapshot at index {} (term {}) to peer {}",
+            self.leader, self.term, stream.point.index, stream.point.term, self.peer
+        );
+        self.transfer_seq += 1;
+        let now = Instant::now();
+        self.snapshot = Some(Transfer {
+            send: SnapshotSend::new(stream.point, self.limits.snapshot_window),
+            seq: self.transfer_seq,
+            chunks: Some(stream.chunks),
+            broken: false,
+            started: now,
+            logged_at: now,
+            progressed_at: now,
         });
+        self.report(0);
         self.pump(ctx);
     }
 
-    /// Sends the next snapshot chunk (one at a time; a heartbeat tick resends a lost one).
-    fn send_snapshot_chunk(&mut self) {
-        let Some(s) = self.snapshot.as_mut() else {
+    /// Abandons the transfer; the next pump finds out again what the peer needs.
+    fn end_transfer(&mut self) {
+        self.snapshot = None;
+    }
+
+    fn send_chunk(&self, chunk: SnapshotChunk) {
+        let Some(t) = self.snapshot.as_ref() else {
             return;
         };
-        if s.in_flight && !self.heartbeat_due {
-            return;
-        }
-        let start = (s.offset as usize).min(s.data.len());
-        let end = (start + self.limits.snapshot_chunk.max(1)).min(s.data.len());
-        s.in_flight = true;
-        self.heartbeat_due = false;
         self.transport.send(
             self.peer,
             Message::InstallSnapshot {
                 term: self.term,
                 leader_id: self.leader,
-                last_included_index: s.index,
-                last_included_term: s.term,
-                offset: start as u64,
-                data: s.data[start..end].to_vec(),
-                done: end == s.data.len(),
+                last_included_index: t.send.point.index,
+                last_included_term: t.send.point.term,
+                offset: chunk.offset,
+                data: chunk.data,
+                done: chunk.last,
                 read_seq: self.read_seq,
             },
         );
+    }
+
+    /// Moves chunks from the stream to the wire while the window has room; waits for the
+    /// producer when it is behind. On a heartbeat tick, resends after a stall (or sends a
+    /// keep-alive).
+    fn pump_snapshot(&mut self, ctx: &mut Context<Self>) {
+        let tick = std::mem::take(&mut self.heartbeat_due);
+        let mut out = Vec::new();
+        let mut wait = false;
+        if tick
+            && self
+                .snapshot
+                .as_ref()
+                .is_some_and(|t| t.progressed_at.elapsed() > TRANSFER_STALL)
+        {
+            warn!(
+                "[node {} term {}] snapshot transfer to peer {} made no progress for {:?}; abandoned",
+                self.leader, self.term, self.peer, TRANSFER_STALL
+            );
+            self.end_transfer();
+            self.report(0);
+            return;
+        }
+        if let Some(t) = self.snapshot.as_mut() {
+            if tick {
+                out.extend(t.send.on_tick());
+            }
+            while t.send.wants_chunk() && !t.broken {
+                let Some(rx) = t.chunks.as_mut() else {
+                    break; // a receive is already waiting
+                };
+                match rx.try_recv() {
+                    Polled::Chunk(c) => out.push(t.send.push_chunk(c.data, c.last)),
+                    Polled::NotYet => {
+                        wait = true;
+                        break;
+                    }
+                    Polled::Ended => t.broken = true,
+                }
+            }
+        }
+        for chunk in out {
+            self.send_chunk(chunk);
+        }
+        if self.snapshot.as_ref().is_some_and(|t| t.broken) {
+            warn!(
+                "[node {} term {}] snapshot stream for peer {} ended early; starting over",
+                self.leader, self.term, self.peer
+            );
+            self.end_transfer();
+            return;
+        }
+        if wait {
+            self.wait_for_chunk(ctx);
+        }
+    }
+
+    /// Waits for the producer's next chunk without blocking the actor.
+    fn wait_for_chunk(&mut self, ctx: &mut Context<Self>) {
+        let Some(t) = self.snapshot.as_mut() else {
+            return;
+        };
+        let Some(mut rx) = t.chunks.take() else {
+            return;
+        };
+        let seq = t.seq;
+        let recv = async move {
+            let chunk = rx.recv().await;
+            (rx, chunk)
+        };
+        ctx.spawn(
+            fut::wrap_future::<_, Self>(recv).map(move |(rx, chunk), act, ctx| {
+                let Some(t) = act.snapshot.as_mut().filter(|t| t.seq == seq) else {
+                    return;
+                };
+                t.chunks = Some(rx);
+                match chunk {
+                    Some(c) => {
+                        let c = t.send.push_chunk(c.data, c.last);
+                        act.send_chunk(c);
+                    }
+                    None => t.broken = true,
+                }
+                act.pump(ctx);
+            }),
+        );
+    }
+
+    fn log_transfer_progress(&mut self) {
+        let Some(t) = self.snapshot.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(t.logged_at) < Duration::from_secs(2) {
+            return;
+        }
+        t.logged_at = now;
+        let secs = now.duration_since(t.started).as_secs_f64().max(0.001);
+        info!(
+            "[node {} term {}] sending snapshot at index {} to peer {}: {} MiB stored, {:.0} MB/s",
+            self.leader,
+            self.term,
+            t.send.point.index,
+            self.peer,
+            t.send.acked() / (1024 * 1024),
+            t.send.acked() as f64 / secs / 1e6
+        );
+    }
+
+    /// Tells the core how far the peer matches, which read round it answered and how a
+    /// snapshot transfer stands.
+    fn report(&self, read_seq: u64) {
+        self.core.do_send(Replicated {
+            term: self.term,
+            peer: self.peer,
+            match_index: self.progress.match_index,
+            read_seq,
+            // Reported (and so keeping the leader from compacting past it) only once the
+            // peer has stored part of it: a peer that never answers pins nothing.
+            snapshot: self
+                .snapshot
+                .as_ref()
+                .filter(|t| t.send.acked() > 0)
+                .map(|t| (t.send.point.index, t.send.acked())),
+        });
+    }
+
+    /// Reports to the core, then sends whatever is next.
+    fn report_and_continue(&mut self, read_seq: u64, ctx: &mut Context<Self>) {
+        self.report(read_seq);
+        self.pump(ctx);
     }
 
     /// Sends what the follower needs: entries if flow control allows, otherwise (when a
     /// heartbeat is due) an empty AppendEntries.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.snapshot.is_some() {
-            self.send_snapshot_chunk();
+            self.pump_snapshot(ctx);
+            return;
+        }
+        if self.opening {
             return;
         }
         if self.fetching {
@@ -264,13 +414,12 @@ impl Replicator {
                         act.again = true;
                     }
                 }
-                Ok(LogSlice::NeedSnapshot(snapshot)) => {
+                Ok(LogSlice::NeedSnapshot) => {
                     debug!(
                         "[node {} term {}] peer {} needs entries from {} that are compacted",
                         act.leader, act.term, act.peer, next_index
                     );
-                    act.start_snapshot(&snapshot);
-                    act.again = true;
+                    act.open_snapshot(ctx);
                 }
                 Ok(LogSlice::NotLeader) | Err(_) => {
                     ctx.stop();
@@ -335,22 +484,40 @@ impl Handler<PeerResponse> for Replicator {
             if term != self.term {
                 return;
             }
-            if let Some(s) = self.snapshot.as_mut() {
-                if s.index == last_included_index {
-                    if installed {
-                        info!(
-                            "[node {} term {}] peer {} installed snapshot at index {}",
-                            self.leader, self.term, self.peer, s.index
-                        );
-                        self.snapshot = None;
-                        self.progress.on_success(last_included_index);
-                    } else {
-                        s.offset = next_offset;
-                        s.in_flight = false;
+            let reply = self
+                .snapshot
+                .as_mut()
+                .filter(|t| t.send.point.index == last_included_index)
+                .map(|t| {
+                    let before = t.send.acked();
+                    let reply = t.send.on_response(next_offset, installed);
+                    if t.send.acked() > before {
+                        t.progressed_at = Instant::now();
                     }
+                    reply
+                });
+            match reply {
+                Some(SnapshotReply::Installed) => {
+                    info!(
+                        "[node {} term {}] peer {} installed snapshot at index {}",
+                        self.leader, self.term, self.peer, last_included_index
+                    );
+                    self.end_transfer();
+                    self.progress.on_success(last_included_index);
                 }
-            } else if installed {
-                self.progress.on_success(last_included_index);
+                Some(SnapshotReply::Restart) => {
+                    info!(
+                        "[node {} term {}] peer {} lost its partial snapshot; starting over",
+                        self.leader, self.term, self.peer
+                    );
+                    self.end_transfer();
+                }
+                Some(SnapshotReply::Progress) => self.log_transfer_progress(),
+                // Not the transfer in progress: an old one, or the peer already had it.
+                None if installed && self.snapshot.is_none() => {
+                    self.progress.on_success(last_included_index);
+                }
+                None => {}
             }
             self.report_and_continue(read_seq, ctx);
             return;

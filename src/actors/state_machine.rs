@@ -1,16 +1,22 @@
-//! The StateMachine actor: applies committed entries to the key-value map strictly in index
-//! order, each exactly once, and answers the clients waiting on them and on reads.
+//! The StateMachine actor: applies committed entries to the disk-backed store strictly in
+//! index order, each exactly once, and answers the clients waiting on them and on reads.
+//! It also serves snapshots: a stream of chunks from a consistent read view for a leader's
+//! Replicator, and the install of a leader's stream on a follower (built beside the old
+//! store, swapped in atomically).
+//!
+//! In production it runs on its own thread (an actix Arbiter), so store commits, syncs and
+//! snapshot work never stall the consensus actor.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use actix::prelude::*;
-use log::{debug, error};
-use tokio::sync::oneshot;
+use log::{debug, error, info, warn};
+use tokio::sync::{mpsc, oneshot};
 
-use std::sync::Arc;
-
-use crate::kv::{ClientResponse, KvStore};
-use crate::raft::{Entry, LogIndex, Payload, Snapshot, Term};
+use crate::codec;
+use crate::kv::{ApplyItem, ClientResponse, Command, Installer, KvStore};
+use crate::raft::{Entry, LogIndex, LogPoint, NodeId, Payload, Term};
 
 /// Committed entries, in order.
 #[derive(Message)]
@@ -37,35 +43,126 @@ pub struct ReadAt {
 
 /// Read `key` from whatever is applied now (a possibly stale read).
 #[derive(Message)]
-#[rtype(result = "Option<Vec<u8>>")]
+#[rtype(result = "ClientResponse")]
 pub struct ReadLocal(pub String);
 
-/// The applied index and a copy of the map (for tests and diagnostics).
+/// The applied index and every key and value (for tests and diagnostics).
 #[derive(Message)]
-#[rtype(result = "(LogIndex, KvStore)")]
+#[rtype(result = "(LogIndex, BTreeMap<String, Vec<u8>>)")]
 pub struct Dump;
 
-/// Reported to the consensus core after each applied batch, with a snapshot of the state
-/// machine when the log since the last one passed the configured threshold.
+/// Reported to the consensus actor after each applied batch; `durable` is set when the
+/// store has synced everything up to that index (the log below it may be compacted).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Applied {
     pub index: LogIndex,
-    pub snapshot: Option<Snapshot>,
+    pub durable: Option<LogIndex>,
 }
 
-/// Replace the whole state with a snapshot installed from the leader.
+/// One chunk of a leader's snapshot stream for this (follower) node's store.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Restore(pub Arc<Snapshot>);
+pub struct InstallChunk {
+    pub from: NodeId,
+    pub snapshot: LogPoint,
+    pub offset: u64,
+    pub data: Vec<u8>,
+    pub done: bool,
+    pub read_seq: u64,
+}
 
-/// When the state machine hands a snapshot to the core.
+/// The answer to an [`InstallChunk`], for the consensus core.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ChunkStored {
+    pub from: NodeId,
+    pub snapshot: LogPoint,
+    /// Bytes of the stream stored so far (where the next chunk must start).
+    pub next_offset: u64,
+    /// The new store is in place, durably.
+    pub installed: bool,
+    pub read_seq: u64,
+}
+
+/// A Replicator asks for a snapshot stream of everything applied so far.
+#[derive(Message)]
+#[rtype(result = "Option<SnapshotStream>")]
+pub struct OpenSnapshot;
+
+/// One chunk of a snapshot stream; `last` marks the final one.
+#[derive(Debug)]
+pub struct Chunk {
+    pub data: Vec<u8>,
+    pub last: bool,
+}
+
+/// Where a snapshot stream's chunks arrive: a bounded channel fed by a producer thread
+/// (production), or a channel filled up front (the simulator, which stays on one thread).
+pub enum ChunkRx {
+    Bounded(mpsc::Receiver<Chunk>),
+    Filled(mpsc::UnboundedReceiver<Chunk>),
+}
+
+impl ChunkRx {
+    pub async fn recv(&mut self) -> Option<Chunk> {
+        match self {
+            ChunkRx::Bounded(rx) => rx.recv().await,
+            ChunkRx::Filled(rx) => rx.recv().await,
+        }
+    }
+
+    /// The next chunk if one is ready.
+    pub fn try_recv(&mut self) -> Polled {
+        use mpsc::error::TryRecvError;
+        let r = match self {
+            ChunkRx::Bounded(rx) => rx.try_recv(),
+            ChunkRx::Filled(rx) => rx.try_recv(),
+        };
+        match r {
+            Ok(c) => Polled::Chunk(c),
+            Err(TryRecvError::Empty) => Polled::NotYet,
+            Err(TryRecvError::Disconnected) => Polled::Ended,
+        }
+    }
+}
+
+/// What [`ChunkRx::try_recv`] found.
+pub enum Polled {
+    Chunk(Chunk),
+    /// The producer is behind.
+    NotYet,
+    /// The producer is gone (after the last chunk, or because it failed).
+    Ended,
+}
+
+/// A consistent snapshot of the store ending at `point`, as a stream of chunks.
+pub struct SnapshotStream {
+    pub point: LogPoint,
+    pub chunks: ChunkRx,
+}
+
+/// When the store syncs (a durable commit): the log is the write-ahead log, so these only
+/// bound how much of it is replayed after a crash and how soon it can be compacted.
 #[derive(Clone, Copy, Debug)]
-pub struct SnapshotPolicy {
-    /// Entries applied since the last snapshot.
-    pub max_entries: u64,
-    /// Approximate bytes of entries applied since the last snapshot.
-    pub max_bytes: u64,
+pub struct SyncPolicy {
+    /// Entries applied since the last sync.
+    pub every_entries: u64,
+    /// Approximate bytes of entries applied since the last sync.
+    pub every_bytes: u64,
+    /// Sync at least this often while entries are being applied.
+    pub interval: Duration,
+}
+
+/// How snapshot streams are cut.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotLimits {
+    /// Bytes per chunk.
+    pub chunk_bytes: usize,
+    /// Chunks the producer may run ahead of the sender.
+    pub window: usize,
+    /// Produce streams on their own thread (production) or up front (simulator).
+    pub threaded: bool,
 }
 
 #[derive(Message)]
@@ -82,73 +179,74 @@ pub struct AppliedEntries {
     pub entries: Vec<Entry>,
 }
 
+/// Where the state machine reports to.
+pub struct StateMachineLinks {
+    pub applied: Recipient<Applied>,
+    pub chunks: Recipient<ChunkStored>,
+}
+
 pub struct StateMachine {
-    node_id: u64,
-    kv: KvStore,
+    node_id: NodeId,
+    store: KvStore,
     last_applied: LogIndex,
+    last_applied_term: Term,
+    /// Highest index the store holds durably.
+    durable: LogIndex,
+    entries_since_sync: u64,
+    bytes_since_sync: u64,
+    sync: SyncPolicy,
+    snapshots: SnapshotLimits,
     waiters: BTreeMap<LogIndex, (Term, oneshot::Sender<ClientResponse>)>,
     reads: BTreeMap<LogIndex, Vec<(String, oneshot::Sender<ClientResponse>)>>,
-    applied_to: Option<Recipient<Applied>>,
+    links: Option<StateMachineLinks>,
     observer: Option<Recipient<AppliedEntries>>,
-    last_applied_term: Term,
-    policy: SnapshotPolicy,
-    snapshot_index: LogIndex,
-    bytes_since_snapshot: u64,
-    members: Vec<u64>,
+    /// A snapshot being received from a leader.
+    install: Option<Installer>,
+    install_logged: u64,
+    /// Stop the arbiter this actor runs on when it stops.
+    own_arbiter: bool,
 }
 
 impl StateMachine {
+    /// A state machine over `store`, which has applied up to `applied` (durably).
     pub fn new(
-        node_id: u64,
-        kv: KvStore,
-        last_applied: LogIndex,
-        applied_to: Option<Recipient<Applied>>,
+        node_id: NodeId,
+        store: KvStore,
+        applied: LogPoint,
+        links: Option<StateMachineLinks>,
     ) -> Self {
         StateMachine {
             node_id,
-            kv,
-            last_applied,
+            store,
+            last_applied: applied.index,
+            last_applied_term: applied.term,
+            durable: applied.index,
+            entries_since_sync: 0,
+            bytes_since_sync: 0,
+            sync: SyncPolicy {
+                every_entries: 10_000,
+                every_bytes: 64 * 1024 * 1024,
+                interval: Duration::from_secs(1),
+            },
+            snapshots: SnapshotLimits {
+                chunk_bytes: 1024 * 1024,
+                window: 8,
+                threaded: false,
+            },
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
-            applied_to,
+            links,
             observer: None,
-            last_applied_term: 0,
-            policy: SnapshotPolicy {
-                max_entries: u64::MAX,
-                max_bytes: u64::MAX,
-            },
-            snapshot_index: last_applied,
-            bytes_since_snapshot: 0,
-            members: Vec::new(),
+            install: None,
+            install_logged: 0,
+            own_arbiter: false,
         }
     }
 
-    /// Snapshot when the applied log passes `policy`; `members` and `term` describe the
-    /// starting point (the term of the entry at `last_applied`).
-    pub fn with_snapshots(mut self, policy: SnapshotPolicy, members: Vec<u64>, term: Term) -> Self {
-        self.policy = policy;
-        self.members = members;
-        self.last_applied_term = term;
+    pub fn with_policies(mut self, sync: SyncPolicy, snapshots: SnapshotLimits) -> Self {
+        self.sync = sync;
+        self.snapshots = snapshots;
         self
-    }
-
-    fn take_snapshot_if_due(&mut self) -> Option<Snapshot> {
-        let entries = self.last_applied - self.snapshot_index;
-        if entries == 0
-            || (entries < self.policy.max_entries
-                && self.bytes_since_snapshot < self.policy.max_bytes)
-        {
-            return None;
-        }
-        self.snapshot_index = self.last_applied;
-        self.bytes_since_snapshot = 0;
-        // The hand-off is a copy of the map; encoding and disk writes happen in the LogStore.
-        Some(Snapshot {
-            index: self.last_applied,
-            term: self.last_applied_term,
-            members: self.members.clone(),
-            kv: self.kv.clone(),
-        })
     }
 
     /// Also report every applied entry to `observer` (tests).
@@ -157,12 +255,127 @@ impl StateMachine {
         self
     }
 
+    /// This actor runs on an arbiter of its own, to be stopped with it.
+    pub fn on_own_arbiter(mut self) -> Self {
+        self.own_arbiter = true;
+        self
+    }
+
+    /// The store failed: nothing this node applies can be trusted any more.
+    fn fatal(&mut self, why: &str, ctx: &mut Context<Self>) {
+        error!(
+            "[node {}] fatal: state machine store failed: {}; stopping the node",
+            self.node_id, why
+        );
+        ctx.stop();
+        System::current().stop_with_code(1);
+    }
+
+    fn read(&self, key: &str) -> ClientResponse {
+        match self.store.get(key) {
+            Ok(v) => ClientResponse::Value(v),
+            Err(e) => {
+                error!("[node {}] read of {:?} failed: {}", self.node_id, key, e);
+                ClientResponse::Unavailable {
+                    reason: format!("store read failed: {}", e),
+                    leader: None,
+                }
+            }
+        }
+    }
+
     fn answer_reads(&mut self) {
         let later = self.reads.split_off(&(self.last_applied + 1));
         let ready = std::mem::replace(&mut self.reads, later);
         for (_, waiting) in ready {
             for (key, tx) in waiting {
-                let _ = tx.send(ClientResponse::Value(self.kv.get(&key).cloned()));
+                let _ = tx.send(self.read(&key));
+            }
+        }
+    }
+
+    fn report(&self, durable: Option<LogIndex>) {
+        if let Some(l) = &self.links {
+            l.applied.do_send(Applied {
+                index: self.last_applied,
+                durable,
+            });
+        }
+    }
+
+    fn sync_now(&mut self, ctx: &mut Context<Self>) {
+        if self.durable >= self.last_applied {
+            return;
+        }
+        if let Err(e) = self.store.sync() {
+            self.fatal(&e.to_string(), ctx);
+            return;
+        }
+        self.durable = self.last_applied;
+        self.entries_since_sync = 0;
+        self.bytes_since_sync = 0;
+        debug!(
+            "[node {}] store synced through index {}",
+            self.node_id, self.durable
+        );
+        self.report(Some(self.durable));
+    }
+
+    fn reply_chunk(&self, msg: &InstallChunk, next_offset: u64, installed: bool) {
+        if let Some(l) = &self.links {
+            l.chunks.do_send(ChunkStored {
+                from: msg.from,
+                snapshot: msg.snapshot,
+                next_offset,
+                installed,
+                read_seq: msg.read_seq,
+            });
+        }
+    }
+
+    /// The new store is complete: swap it in and move the applied point to the snapshot.
+    fn finish_install(&mut self, installer: Installer, ctx: &mut Context<Self>) -> bool {
+        let point = installer.point;
+        match installer.finish() {
+            Ok(store) => {
+                self.store = store;
+                self.last_applied = point.index;
+                self.last_applied_term = point.term;
+                self.durable = point.index;
+                self.entries_since_sync = 0;
+                self.bytes_since_sync = 0;
+                info!(
+                    "[node {}] snapshot at index {} (term {}) installed: {} keys",
+                    self.node_id,
+                    point.index,
+                    point.term,
+                    self.store.key_count().unwrap_or(0)
+                );
+                // Writes that were waiting on entries inside the snapshot: applied or not,
+                // their individual results are gone.
+                let later = self.waiters.split_off(&(self.last_applied + 1));
+                for (_, (_, tx)) in std::mem::replace(&mut self.waiters, later) {
+                    let _ = tx.send(ClientResponse::Unknown {
+                        reason: "state replaced by a snapshot before the result was known".into(),
+                        leader: None,
+                    });
+                }
+                self.answer_reads();
+                if let Some(o) = &self.observer {
+                    o.do_send(AppliedEntries {
+                        node: self.node_id,
+                        restored_to: Some(point.index),
+                        entries: Vec::new(),
+                    });
+                }
+                self.report(Some(self.durable));
+                true
+            }
+            Err(e) => {
+                // The old store is still in place (the swap is the last step), unless the
+                // swap itself failed part-way; either way this node cannot go on.
+                self.fatal(&format!("installing snapshot: {}", e), ctx);
+                false
             }
         }
     }
@@ -171,7 +384,7 @@ impl StateMachine {
 impl Actor for StateMachine {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         if self.last_applied > 0 {
             if let Some(o) = &self.observer {
                 o.do_send(AppliedEntries {
@@ -181,33 +394,84 @@ impl Actor for StateMachine {
                 });
             }
         }
+        ctx.run_interval(self.sync.interval, |act, ctx| act.sync_now(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(i) = self.install.take() {
+            i.abandon();
+        }
+        if self.own_arbiter {
+            Arbiter::current().stop();
+        }
     }
 }
 
 impl Handler<Apply> for StateMachine {
     type Result = ();
 
-    fn handle(&mut self, Apply(entries): Apply, _ctx: &mut Context<Self>) {
-        let observed = self.observer.as_ref().map(|_| entries.clone());
+    fn handle(&mut self, Apply(entries): Apply, ctx: &mut Context<Self>) {
+        // Apply in index order, exactly once (Figure 2, All Servers rule 1).
+        let mut fresh: Vec<Entry> = Vec::with_capacity(entries.len());
         for entry in entries {
-            // Apply in index order, exactly once (Figure 2, All Servers rule 1).
-            if entry.index <= self.last_applied {
+            let expected = fresh.last().map_or(self.last_applied, |e| e.index) + 1;
+            if entry.index < expected {
                 continue;
             }
-            if entry.index != self.last_applied + 1 {
+            if entry.index != expected {
                 error!(
                     "[node {}] state machine gap: got index {} after {}; not applied",
-                    self.node_id, entry.index, self.last_applied
+                    self.node_id,
+                    entry.index,
+                    expected - 1
                 );
+                break;
+            }
+            fresh.push(entry);
+        }
+        let Some(last) = fresh.last().map(|e| (e.index, e.term)) else {
+            return;
+        };
+        let commands: Vec<Option<Command>> = fresh
+            .iter()
+            .map(|e| match &e.payload {
+                Payload::Noop => None,
+                Payload::Command(bytes) => match codec::decode::<Command>(bytes) {
+                    Ok(c) => Some(c),
+                    Err(err) => {
+                        // Every replica decodes the same bytes the same way: all skip it.
+                        error!(
+                            "[node {}] entry {} holds a command that does not decode ({}); skipped",
+                            self.node_id, e.index, err
+                        );
+                        None
+                    }
+                },
+            })
+            .collect();
+        let items: Vec<ApplyItem> = fresh
+            .iter()
+            .zip(&commands)
+            .map(|(e, c)| ApplyItem {
+                index: e.index,
+                term: e.term,
+                command: c.as_ref(),
+            })
+            .collect();
+        self.entries_since_sync += fresh.len() as u64;
+        self.bytes_since_sync += fresh.iter().map(|e| e.approx_size() as u64).sum::<u64>();
+        let durable = self.entries_since_sync >= self.sync.every_entries
+            || self.bytes_since_sync >= self.sync.every_bytes;
+        let results = match self.store.apply(&items, durable) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fatal(&e.to_string(), ctx);
                 return;
             }
-            let result = match &entry.payload {
-                Payload::Noop => None,
-                Payload::Command(cmd) => Some(self.kv.apply(entry.index, cmd)),
-            };
-            self.last_applied = entry.index;
-            self.last_applied_term = entry.term;
-            self.bytes_since_snapshot += entry.approx_size() as u64;
+        };
+        self.last_applied = last.0;
+        self.last_applied_term = last.1;
+        for (entry, result) in fresh.iter().zip(results) {
             if let Some((term, tx)) = self.waiters.remove(&entry.index) {
                 let response = match result {
                     Some((result, index)) if term == entry.term => {
@@ -232,59 +496,144 @@ impl Handler<Apply> for StateMachine {
         let later = self.waiters.split_off(&(self.last_applied + 1));
         self.waiters = later;
         self.answer_reads();
-        if let (Some(o), Some(mut entries)) = (&self.observer, observed) {
-            entries.retain(|e| e.index <= self.last_applied);
+        if let Some(o) = &self.observer {
             o.do_send(AppliedEntries {
                 node: self.node_id,
                 restored_to: None,
-                entries,
+                entries: fresh,
             });
         }
-        let snapshot = self.take_snapshot_if_due();
-        if let Some(r) = &self.applied_to {
-            r.do_send(Applied {
-                index: self.last_applied,
-                snapshot,
-            });
+        if durable {
+            self.durable = self.last_applied;
+            self.entries_since_sync = 0;
+            self.bytes_since_sync = 0;
+        }
+        self.report(durable.then_some(self.last_applied));
+    }
+}
+
+impl Handler<InstallChunk> for StateMachine {
+    type Result = ();
+
+    fn handle(&mut self, msg: InstallChunk, ctx: &mut Context<Self>) {
+        if msg.snapshot.index <= self.last_applied {
+            if let Some(i) = self.install.take() {
+                i.abandon();
+            }
+            self.reply_chunk(&msg, 0, true);
+            return;
+        }
+        if msg.offset == 0 && !msg.data.is_empty() {
+            if let Some(i) = self.install.take() {
+                i.abandon();
+            }
+            match self.store.begin_install(msg.snapshot) {
+                Ok(i) => {
+                    info!(
+                        "[node {}] receiving snapshot at index {} (term {}) from node {}",
+                        self.node_id, msg.snapshot.index, msg.snapshot.term, msg.from
+                    );
+                    self.install_logged = 0;
+                    self.install = Some(i);
+                }
+                Err(e) => {
+                    self.fatal(&format!("cannot start a snapshot install: {}", e), ctx);
+                    return;
+                }
+            }
+        }
+        let Some(inst) = self.install.as_mut() else {
+            self.reply_chunk(&msg, 0, false);
+            return;
+        };
+        if inst.point != msg.snapshot {
+            self.reply_chunk(&msg, 0, false);
+            return;
+        }
+        if inst.received != msg.offset || (msg.data.is_empty() && !msg.done) {
+            // A duplicate, a gap after a lost chunk, or a keep-alive: say where we are.
+            let at = inst.received;
+            self.reply_chunk(&msg, at, false);
+            return;
+        }
+        if !msg.data.is_empty() {
+            if let Err(e) = inst.write_chunk(&msg.data) {
+                warn!(
+                    "[node {}] snapshot chunk at offset {} from node {} rejected: {}; starting over",
+                    self.node_id, msg.offset, msg.from, e
+                );
+                if let Some(i) = self.install.take() {
+                    i.abandon();
+                }
+                self.reply_chunk(&msg, 0, false);
+                return;
+            }
+        }
+        let received = inst.received;
+        if received >= self.install_logged + 64 * 1024 * 1024 {
+            self.install_logged = received;
+            info!(
+                "[node {}] receiving snapshot at index {}: {} MiB stored",
+                self.node_id,
+                msg.snapshot.index,
+                received / (1024 * 1024)
+            );
+        }
+        if !msg.done {
+            self.reply_chunk(&msg, received, false);
+            return;
+        }
+        let Some(installer) = self.install.take() else {
+            return;
+        };
+        if self.finish_install(installer, ctx) {
+            self.reply_chunk(&msg, received, true);
         }
     }
 }
 
-impl Handler<Restore> for StateMachine {
-    type Result = ();
+impl Handler<OpenSnapshot> for StateMachine {
+    type Result = Option<SnapshotStream>;
 
-    fn handle(&mut self, Restore(snapshot): Restore, _ctx: &mut Context<Self>) {
-        if snapshot.index <= self.last_applied {
-            return;
-        }
-        self.kv = snapshot.kv.clone();
-        self.last_applied = snapshot.index;
-        self.last_applied_term = snapshot.term;
-        self.snapshot_index = snapshot.index;
-        self.bytes_since_snapshot = 0;
-        // Writes that were waiting on entries inside the snapshot: applied or not, their
-        // individual results are gone.
-        let later = self.waiters.split_off(&(self.last_applied + 1));
-        for (_, (_, tx)) in std::mem::replace(&mut self.waiters, later) {
-            let _ = tx.send(ClientResponse::Unknown {
-                reason: "state replaced by a snapshot before the result was known".into(),
-                leader: None,
-            });
-        }
-        self.answer_reads();
-        if let Some(o) = &self.observer {
-            o.do_send(AppliedEntries {
-                node: self.node_id,
-                restored_to: Some(snapshot.index),
-                entries: Vec::new(),
-            });
-        }
-        if let Some(r) = &self.applied_to {
-            r.do_send(Applied {
-                index: self.last_applied,
-                snapshot: None,
-            });
-        }
+    fn handle(&mut self, _: OpenSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
+        let reader = match self.store.snapshot_reader() {
+            Ok(r) => r,
+            Err(e) => {
+                error!("[node {}] cannot open a snapshot: {}", self.node_id, e);
+                return None;
+            }
+        };
+        let point = reader.point;
+        let node = self.node_id;
+        let chunk_bytes = self.snapshots.chunk_bytes;
+        let chunks = if self.snapshots.threaded {
+            let (tx, rx) = mpsc::channel(self.snapshots.window.max(1));
+            let spawned = std::thread::Builder::new()
+                .name(format!("snapshot-{}", point.index))
+                .spawn(move || {
+                    let r = reader.produce(chunk_bytes, |data, last| {
+                        tx.blocking_send(Chunk { data, last }).is_ok()
+                    });
+                    if let Err(e) = r {
+                        error!("[node {}] snapshot stream failed: {}", node, e);
+                    }
+                });
+            if let Err(e) = spawned {
+                error!("[node {}] cannot start a snapshot stream: {}", node, e);
+                return None;
+            }
+            ChunkRx::Bounded(rx)
+        } else {
+            let (tx, rx) = mpsc::unbounded_channel();
+            if let Err(e) = reader.produce(chunk_bytes, |data, last| {
+                tx.send(Chunk { data, last }).is_ok()
+            }) {
+                error!("[node {}] snapshot stream failed: {}", node, e);
+                return None;
+            }
+            ChunkRx::Filled(rx)
+        };
+        Some(SnapshotStream { point, chunks })
     }
 }
 
@@ -308,9 +657,7 @@ impl Handler<ReadAt> for StateMachine {
 
     fn handle(&mut self, msg: ReadAt, _ctx: &mut Context<Self>) {
         if msg.read_index <= self.last_applied {
-            let _ = msg
-                .tx
-                .send(ClientResponse::Value(self.kv.get(&msg.key).cloned()));
+            let _ = msg.tx.send(self.read(&msg.key));
         } else {
             self.reads
                 .entry(msg.read_index)
@@ -321,10 +668,10 @@ impl Handler<ReadAt> for StateMachine {
 }
 
 impl Handler<ReadLocal> for StateMachine {
-    type Result = Option<Vec<u8>>;
+    type Result = MessageResult<ReadLocal>;
 
     fn handle(&mut self, ReadLocal(key): ReadLocal, _ctx: &mut Context<Self>) -> Self::Result {
-        self.kv.get(&key).cloned()
+        MessageResult(self.read(&key))
     }
 }
 
@@ -332,7 +679,11 @@ impl Handler<Dump> for StateMachine {
     type Result = MessageResult<Dump>;
 
     fn handle(&mut self, _: Dump, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.last_applied, self.kv.clone()))
+        let map = self.store.dump().unwrap_or_else(|e| {
+            error!("[node {}] dump failed: {}", self.node_id, e);
+            BTreeMap::new()
+        });
+        MessageResult((self.last_applied, map))
     }
 }
 

@@ -1,15 +1,18 @@
-//! The replicated key-value data: commands carried in log entries, the map they act on,
-//! and the client-session table that makes retried writes apply once.
+//! The replicated key-value data: commands carried in log entries, the disk-backed store
+//! they act on (with the client-session table that makes retried writes apply once), and
+//! the snapshot stream that copies a store to a follower.
 
 mod command;
+mod disk;
 mod request;
 mod sessions;
 mod store;
 
 pub use command::{ApplyResult, ClientSession, Command, KvOp};
+pub use disk::{MemStoreDisk, StoreDisk, STAGING_FILE, STORE_FILE};
 pub use request::{ClientRequest, ClientResponse, ReadConsistency};
-pub use sessions::{SessionTable, MAX_SESSIONS};
-pub use store::KvStore;
+pub use sessions::{SessionRecord, MAX_SESSIONS};
+pub use store::{ApplyItem, Installer, KvStore, SnapshotReader, StoreError};
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;

@@ -1,109 +1,570 @@
-use std::collections::BTreeMap;
+//! The state machine's store: the key-value map, the client-session table and the applied
+//! (index, term), in one redb database, so a transaction writes a batch of entries, their
+//! sessions and the applied index together.
+//!
+//! Most commits are not synced (`Durability::None`): the Raft log is the write-ahead log,
+//! and after a crash the store is back at its last durable commit and the entries after it
+//! are applied again. Replaying is idempotent because the applied index moves with the data
+//! it describes. A durable commit every so often bounds that replay and lets the log drop
+//! what the store holds.
 
+use std::collections::BTreeMap;
+use std::fmt;
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
 use super::command::{ApplyResult, Command, KvOp};
-use super::sessions::SessionTable;
-use crate::raft::LogIndex;
+use super::disk::StoreDisk;
+use super::sessions::{SessionRecord, MAX_SESSIONS};
+use crate::codec;
+use crate::raft::{LogIndex, LogPoint, Term};
 
-/// The key-value map plus the session table: everything a snapshot must capture.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+const DATA: TableDefinition<&str, &[u8]> = TableDefinition::new("data");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// (last index, client id): the order in which sessions are evicted.
+const SESSION_ORDER: TableDefinition<(u64, &str), ()> = TableDefinition::new("session_order");
+
+const APPLIED_INDEX: &str = "applied_index";
+const APPLIED_TERM: &str = "applied_term";
+const FORMAT: &str = "format";
+/// Bumped when the layout of the tables changes.
+const FORMAT_VERSION: u64 = 1;
+
+/// The store failed; `path` names the file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct StoreError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// One committed entry for the store: `command` is `None` for a no-op (it still moves the
+/// applied index).
+pub struct ApplyItem<'a> {
+    pub index: LogIndex,
+    pub term: Term,
+    pub command: Option<&'a Command>,
+}
+
+/// One item of a snapshot stream.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+enum SnapshotItem {
+    Kv(String, Vec<u8>),
+    Session(String, SessionRecord),
+}
+
+/// The key-value map, the session table and the applied point, on disk.
 pub struct KvStore {
-    data: BTreeMap<String, Vec<u8>>,
-    sessions: SessionTable,
+    db: Database,
+    disk: StoreDisk,
+    cache_bytes: usize,
+    max_sessions: usize,
+}
+
+impl fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KvStore({})", self.disk)
+    }
 }
 
 impl KvStore {
-    /// Applies the committed command at `index`. Returns its result and the index it took
-    /// effect at: for a retried request, the recorded result and the original index.
-    pub fn apply(&mut self, index: LogIndex, cmd: &Command) -> (ApplyResult, LogIndex) {
-        if let Some(session) = &cmd.session {
-            if let Some(previous) = self.sessions.duplicate(session) {
-                return previous;
-            }
-        }
-        let result = match &cmd.op {
-            KvOp::Put { key, value } => {
-                self.data.insert(key.clone(), value.clone());
-                ApplyResult::Put
-            }
-            KvOp::Delete { key } => ApplyResult::Deleted {
-                existed: self.data.remove(key).is_some(),
-            },
+    /// Opens the store on `disk` with a page cache of `cache_bytes`; returns it with the
+    /// point it has applied up to (durably: anything later was lost with a crash).
+    pub fn open(disk: &StoreDisk, cache_bytes: usize) -> Result<(KvStore, LogPoint), StoreError> {
+        let db = disk.open(cache_bytes)?;
+        let store = KvStore {
+            db,
+            disk: disk.clone(),
+            cache_bytes,
+            max_sessions: MAX_SESSIONS,
         };
-        if let Some(session) = &cmd.session {
-            self.sessions.record(session, index, result.clone());
+        store.init_tables()?;
+        let applied = store.applied()?;
+        Ok((store, applied))
+    }
+
+    /// Keep at most this many client sessions (tests).
+    pub fn with_max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n.max(1);
+        self
+    }
+
+    fn err(&self, what: &str, e: impl fmt::Display) -> StoreError {
+        StoreError {
+            path: self.disk.to_string(),
+            reason: format!("{}: {}", what, e),
         }
-        (result, index)
     }
 
-    pub fn get(&self, key: &str) -> Option<&Vec<u8>> {
-        self.data.get(key)
+    fn init_tables(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err("begin", e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err("meta", e))?;
+            let format = meta
+                .get(FORMAT)
+                .map_err(|e| self.err("meta", e))?
+                .map(|v| v.value());
+            match format {
+                None => {
+                    meta.insert(FORMAT, FORMAT_VERSION)
+                        .map_err(|e| self.err("meta", e))?;
+                }
+                Some(FORMAT_VERSION) => {}
+                Some(other) => {
+                    return Err(self.err(
+                        "unsupported store format",
+                        format!(
+                            "version {} (this raftkv reads {}); start with an empty data directory",
+                            other, FORMAT_VERSION
+                        ),
+                    ))
+                }
+            }
+            txn.open_table(DATA).map_err(|e| self.err("data", e))?;
+            txn.open_table(SESSIONS)
+                .map_err(|e| self.err("sessions", e))?;
+            txn.open_table(SESSION_ORDER)
+                .map_err(|e| self.err("sessions", e))?;
+        }
+        self.commit(txn, true)
     }
 
-    pub fn len(&self) -> usize {
-        self.data.len()
+    fn commit(&self, mut txn: WriteTransaction, durable: bool) -> Result<(), StoreError> {
+        let level = if durable {
+            txn.set_quick_repair(true);
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(level)
+            .map_err(|e| self.err("durability", e))?;
+        txn.commit().map_err(|e| self.err("commit", e))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+    /// The point the store has applied up to.
+    pub fn applied(&self) -> Result<LogPoint, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.err("begin read", e))?;
+        read_applied(&txn).map_err(|e| self.err("meta", e))
     }
 
-    pub fn sessions(&self) -> &SessionTable {
-        &self.sessions
+    /// Applies committed entries in one transaction, with their sessions and the new
+    /// applied point. Returns each command's result and the index it took effect at (for a
+    /// retried request, the original one). `durable` syncs this commit and every earlier one.
+    #[allow(clippy::type_complexity)]
+    pub fn apply(
+        &mut self,
+        items: &[ApplyItem],
+        durable: bool,
+    ) -> Result<Vec<Option<(ApplyResult, LogIndex)>>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        let Some(last) = items.last() else {
+            return Ok(out);
+        };
+        let txn = self.db.begin_write().map_err(|e| self.err("begin", e))?;
+        {
+            let mut data = txn.open_table(DATA).map_err(|e| self.err("data", e))?;
+            let mut sessions = txn
+                .open_table(SESSIONS)
+                .map_err(|e| self.err("sessions", e))?;
+            let mut order = txn
+                .open_table(SESSION_ORDER)
+                .map_err(|e| self.err("sessions", e))?;
+            for item in items {
+                let Some(cmd) = item.command else {
+                    out.push(None);
+                    continue;
+                };
+                let r = apply_one(
+                    &mut data,
+                    &mut sessions,
+                    &mut order,
+                    item.index,
+                    cmd,
+                    self.max_sessions,
+                )
+                .map_err(|e| self.err("apply", e))?;
+                out.push(Some(r));
+            }
+            let mut meta = txn.open_table(META).map_err(|e| self.err("meta", e))?;
+            meta.insert(APPLIED_INDEX, last.index)
+                .map_err(|e| self.err("meta", e))?;
+            meta.insert(APPLIED_TERM, last.term)
+                .map_err(|e| self.err("meta", e))?;
+        }
+        self.commit(txn, durable)?;
+        Ok(out)
     }
 
-    /// Every key and value, in key order (used by tests to compare replicas).
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Vec<u8>)> {
-        self.data.iter()
+    /// Makes every commit so far durable.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err("begin", e))?;
+        self.commit(txn, true)
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.err("begin read", e))?;
+        let table = txn.open_table(DATA).map_err(|e| self.err("data", e))?;
+        let v = table.get(key).map_err(|e| self.err("get", e))?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    /// Number of keys.
+    pub fn key_count(&self) -> Result<u64, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.err("begin read", e))?;
+        let table = txn.open_table(DATA).map_err(|e| self.err("data", e))?;
+        table.len().map_err(|e| self.err("len", e))
+    }
+
+    /// Every key and value (tests compare replicas with this).
+    pub fn dump(&self) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.err("begin read", e))?;
+        let table = txn.open_table(DATA).map_err(|e| self.err("data", e))?;
+        let mut out = BTreeMap::new();
+        for item in table.iter().map_err(|e| self.err("scan", e))? {
+            let (k, v) = item.map_err(|e| self.err("scan", e))?;
+            out.insert(k.value().to_string(), v.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The session record of `client_id` (tests).
+    pub fn session(&self, client_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.err("begin read", e))?;
+        let table = txn
+            .open_table(SESSIONS)
+            .map_err(|e| self.err("sessions", e))?;
+        let v = table.get(client_id).map_err(|e| self.err("get", e))?;
+        match v {
+            Some(v) => Ok(Some(
+                codec::decode(v.value()).map_err(|e| self.err("session", e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// A consistent read view of everything applied so far, for a snapshot stream. Writes
+    /// go on while it is read.
+    pub fn snapshot_reader(&self) -> Result<SnapshotReader, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.err("begin read", e))?;
+        let point = read_applied(&txn).map_err(|e| self.err("meta", e))?;
+        Ok(SnapshotReader {
+            txn,
+            point,
+            path: self.disk.to_string(),
+        })
+    }
+
+    /// Starts building a new store beside this one from a snapshot ending at `point`.
+    pub fn begin_install(&self, point: LogPoint) -> Result<Installer, StoreError> {
+        let db = self.disk.create_staging(self.cache_bytes)?;
+        let installer = Installer {
+            db: Some(db),
+            disk: self.disk.clone(),
+            cache_bytes: self.cache_bytes,
+            point,
+            received: 0,
+        };
+        installer.init()?;
+        Ok(installer)
+    }
+}
+
+fn read_applied(txn: &ReadTransaction) -> Result<LogPoint, redb::Error> {
+    let meta = txn.open_table(META)?;
+    let index = meta.get(APPLIED_INDEX)?.map_or(0, |v| v.value());
+    let term = meta.get(APPLIED_TERM)?.map_or(0, |v| v.value());
+    Ok(LogPoint { index, term })
+}
+
+fn apply_one(
+    data: &mut Tables0,
+    sessions: &mut Tables0,
+    order: &mut OrderTable,
+    index: LogIndex,
+    cmd: &Command,
+    max_sessions: usize,
+) -> Result<(ApplyResult, LogIndex), String> {
+    let e = |e: redb::Error| e.to_string();
+    let mut previous: Option<SessionRecord> = None;
+    if let Some(session) = &cmd.session {
+        if let Some(raw) = sessions
+            .get(session.client_id.as_str())
+            .map_err(|x| e(x.into()))?
+        {
+            let rec: SessionRecord = codec::decode(raw.value()).map_err(|x| x.to_string())?;
+            if let Some(dup) = rec.duplicate(session) {
+                return Ok(dup);
+            }
+            previous = Some(rec);
+        }
+    }
+    let result = match &cmd.op {
+        KvOp::Put { key, value } => {
+            data.insert(key.as_str(), value.as_slice())
+                .map_err(|x| e(x.into()))?;
+            ApplyResult::Put
+        }
+        KvOp::Delete { key } => ApplyResult::Deleted {
+            existed: data
+                .remove(key.as_str())
+                .map_err(|x| e(x.into()))?
+                .is_some(),
+        },
+    };
+    if let Some(session) = &cmd.session {
+        if let Some(old) = &previous {
+            order
+                .remove((old.last_index, session.client_id.as_str()))
+                .map_err(|x| e(x.into()))?;
+        }
+        let rec = SessionRecord {
+            last_seq: session.seq,
+            last_result: result.clone(),
+            last_index: index,
+        };
+        let raw = codec::encode(&rec).map_err(|x| x.to_string())?;
+        sessions
+            .insert(session.client_id.as_str(), raw.as_slice())
+            .map_err(|x| e(x.into()))?;
+        order
+            .insert((index, session.client_id.as_str()), ())
+            .map_err(|x| e(x.into()))?;
+        while sessions.len().map_err(|x| e(x.into()))? > max_sessions as u64 {
+            let oldest = order
+                .pop_first()
+                .map_err(|x| e(x.into()))?
+                .map(|(k, _)| k.value().1.to_string());
+            match oldest {
+                Some(id) => {
+                    sessions.remove(id.as_str()).map_err(|x| e(x.into()))?;
+                }
+                None => break,
+            }
+        }
+    }
+    Ok((result, index))
+}
+
+type Tables0<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+type OrderTable<'t> = redb::Table<'t, (u64, &'static str), ()>;
+
+/// A consistent read view of the store, turned into a stream of snapshot chunks.
+pub struct SnapshotReader {
+    txn: ReadTransaction,
+    /// The snapshot ends here: everything applied up to it, nothing after.
+    pub point: LogPoint,
+    path: String,
+}
+
+impl SnapshotReader {
+    /// Encodes the view into chunks of about `chunk_bytes` and hands each to `sink` with
+    /// `last` set on the final one (there is always at least one). Stops early, without an
+    /// error, when `sink` returns false (nobody wants the rest). Returns the bytes produced.
+    pub fn produce(
+        self,
+        chunk_bytes: usize,
+        mut sink: impl FnMut(Vec<u8>, bool) -> bool,
+    ) -> Result<u64, StoreError> {
+        let err = |what: &str, e: &dyn fmt::Display| StoreError {
+            path: self.path.clone(),
+            reason: format!("snapshot {}: {}", what, e),
+        };
+        let mut held: Option<Vec<u8>> = None;
+        let mut items: Vec<SnapshotItem> = Vec::new();
+        let mut size = 0usize;
+        let mut total = 0u64;
+        // Emits the previous chunk once the next exists, so the final one can be marked.
+        let mut flush = |items: &mut Vec<SnapshotItem>,
+                         held: &mut Option<Vec<u8>>,
+                         total: &mut u64|
+         -> Result<bool, StoreError> {
+            let chunk = codec::encode(&*items).map_err(|e| err("encode", &e))?;
+            items.clear();
+            *total += chunk.len() as u64;
+            if let Some(prev) = held.replace(chunk) {
+                return Ok(sink(prev, false));
+            }
+            Ok(true)
+        };
+        let data = self.txn.open_table(DATA).map_err(|e| err("data", &e))?;
+        for item in data.iter().map_err(|e| err("scan", &e))? {
+            let (k, v) = item.map_err(|e| err("scan", &e))?;
+            size += k.value().len() + v.value().len() + 8;
+            items.push(SnapshotItem::Kv(k.value().to_string(), v.value().to_vec()));
+            if size >= chunk_bytes {
+                size = 0;
+                if !flush(&mut items, &mut held, &mut total)? {
+                    return Ok(total);
+                }
+            }
+        }
+        let sessions = self
+            .txn
+            .open_table(SESSIONS)
+            .map_err(|e| err("sessions", &e))?;
+        for item in sessions.iter().map_err(|e| err("scan", &e))? {
+            let (k, v) = item.map_err(|e| err("scan", &e))?;
+            let rec: SessionRecord = codec::decode(v.value()).map_err(|e| err("session", &e))?;
+            size += k.value().len() + 32;
+            items.push(SnapshotItem::Session(k.value().to_string(), rec));
+            if size >= chunk_bytes {
+                size = 0;
+                if !flush(&mut items, &mut held, &mut total)? {
+                    return Ok(total);
+                }
+            }
+        }
+        if (!items.is_empty() || held.is_none()) && !flush(&mut items, &mut held, &mut total)? {
+            return Ok(total);
+        }
+        if let Some(last) = held {
+            sink(last, true);
+        }
+        Ok(total)
+    }
+}
+
+/// A new store being built from a snapshot stream, beside the current one.
+pub struct Installer {
+    db: Option<Database>,
+    disk: StoreDisk,
+    cache_bytes: usize,
+    /// The snapshot being installed.
+    pub point: LogPoint,
+    /// Bytes of the stream stored so far.
+    pub received: u64,
+}
+
+impl Installer {
+    fn err(&self, what: &str, e: impl fmt::Display) -> StoreError {
+        StoreError {
+            path: format!("{} (installing)", self.disk),
+            reason: format!("{}: {}", what, e),
+        }
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| self.err("install", "already finished"))
+    }
+
+    fn init(&self) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write().map_err(|e| self.err("begin", e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err("meta", e))?;
+            meta.insert(FORMAT, FORMAT_VERSION)
+                .map_err(|e| self.err("meta", e))?;
+            txn.open_table(DATA).map_err(|e| self.err("data", e))?;
+            txn.open_table(SESSIONS)
+                .map_err(|e| self.err("sessions", e))?;
+            txn.open_table(SESSION_ORDER)
+                .map_err(|e| self.err("sessions", e))?;
+        }
+        let mut txn = txn;
+        txn.set_durability(Durability::None)
+            .map_err(|e| self.err("durability", e))?;
+        txn.commit().map_err(|e| self.err("commit", e))
+    }
+
+    /// Stores one chunk of the stream (not synced: nothing counts until `finish`).
+    pub fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let items: Vec<SnapshotItem> =
+            codec::decode(chunk).map_err(|e| self.err("chunk does not decode", e))?;
+        let mut txn = self.db()?.begin_write().map_err(|e| self.err("begin", e))?;
+        {
+            let mut data = txn.open_table(DATA).map_err(|e| self.err("data", e))?;
+            let mut sessions = txn
+                .open_table(SESSIONS)
+                .map_err(|e| self.err("sessions", e))?;
+            let mut order = txn
+                .open_table(SESSION_ORDER)
+                .map_err(|e| self.err("sessions", e))?;
+            for item in &items {
+                match item {
+                    SnapshotItem::Kv(k, v) => {
+                        data.insert(k.as_str(), v.as_slice())
+                            .map_err(|e| self.err("insert", e))?;
+                    }
+                    SnapshotItem::Session(id, rec) => {
+                        let raw = codec::encode(rec).map_err(|e| self.err("session", e))?;
+                        sessions
+                            .insert(id.as_str(), raw.as_slice())
+                            .map_err(|e| self.err("insert", e))?;
+                        order
+                            .insert((rec.last_index, id.as_str()), ())
+                            .map_err(|e| self.err("insert", e))?;
+                    }
+                }
+            }
+        }
+        txn.set_durability(Durability::None)
+            .map_err(|e| self.err("durability", e))?;
+        txn.commit().map_err(|e| self.err("commit", e))?;
+        self.received += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Records the snapshot's point, syncs the new store and swaps it in for the old one
+    /// in one atomic step; returns it opened. A crash before the swap leaves the old store,
+    /// after it the new one.
+    pub fn finish(mut self) -> Result<KvStore, StoreError> {
+        let txn = self.db()?.begin_write().map_err(|e| self.err("begin", e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err("meta", e))?;
+            meta.insert(APPLIED_INDEX, self.point.index)
+                .map_err(|e| self.err("meta", e))?;
+            meta.insert(APPLIED_TERM, self.point.term)
+                .map_err(|e| self.err("meta", e))?;
+        }
+        let mut txn = txn;
+        txn.set_quick_repair(true);
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err("durability", e))?;
+        txn.commit().map_err(|e| self.err("commit", e))?;
+        // Close the new store before it takes the old one's name.
+        drop(self.db.take());
+        self.disk.promote_staging()?;
+        let (store, applied) = KvStore::open(&self.disk, self.cache_bytes)?;
+        if applied != self.point {
+            return Err(self.err(
+                "installed store",
+                format!("reports {:?}, expected {:?}", applied, self.point),
+            ));
+        }
+        Ok(store)
+    }
+
+    /// Gives up on this install.
+    pub fn abandon(mut self) {
+        drop(self.db.take());
+        self.disk.discard_staging();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kv::ClientSession;
-
-    fn put(k: &str, v: &str) -> Command {
-        Command {
-            op: KvOp::Put {
-                key: k.into(),
-                value: v.as_bytes().to_vec(),
-            },
-            session: None,
-        }
-    }
-
-    #[test]
-    fn put_get_delete() {
-        let mut kv = KvStore::default();
-        assert_eq!(kv.apply(1, &put("a", "1")), (ApplyResult::Put, 1));
-        assert_eq!(kv.get("a").map(|v| v.as_slice()), Some(&b"1"[..]));
-        let del = Command {
-            op: KvOp::Delete { key: "a".into() },
-            session: None,
-        };
-        assert_eq!(kv.apply(2, &del).0, ApplyResult::Deleted { existed: true });
-        assert_eq!(kv.apply(3, &del).0, ApplyResult::Deleted { existed: false });
-        assert!(kv.get("a").is_none());
-    }
-
-    #[test]
-    fn retried_request_applies_once() {
-        let mut kv = KvStore::default();
-        let mut first = put("a", "1");
-        first.session = Some(ClientSession {
-            client_id: "c".into(),
-            seq: 1,
-        });
-        kv.apply(1, &first);
-        kv.apply(2, &put("a", "2"));
-        // The retry of seq 1 arrives after another client's write: it must not reapply.
-        assert_eq!(
-            kv.apply(3, &first),
-            (ApplyResult::Put, 1),
-            "the original index"
-        );
-        assert_eq!(kv.get("a").map(|v| v.as_slice()), Some(&b"2"[..]));
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

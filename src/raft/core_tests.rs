@@ -20,7 +20,7 @@ fn node(id: NodeId, term: Term, entries: Vec<Entry>) -> RaftCore {
             voted_for: None,
         },
         RaftLog::new(0, 0, entries),
-        None,
+        0,
     )
 }
 
@@ -383,7 +383,7 @@ fn leader_commits_only_current_term_entries_by_counting_replicas() {
             voted_for: None,
         },
         RaftLog::new(0, 0, vec![entry(1, 1), entry(2, 2)]),
-        None,
+        0,
     );
     campaign(&mut n);
     let e = n.on_message(
@@ -397,11 +397,11 @@ fn leader_commits_only_current_term_entries_by_counting_replicas() {
     assert_eq!(n.role(), Role::Leader);
     assert_eq!(terms(&n), vec![1, 2, 4], "no-op appended at 3");
     // A majority (1 and 2) holds index 2 from term 2: not enough to commit it.
-    let e = n.on_replicated(4, 2, 2, 0);
+    let e = n.on_replicated(4, 2, 2, 0, None);
     durable(&mut n, e);
     assert_eq!(n.commit_index(), 0);
     // Once the current-term no-op is on a majority, everything up to it commits.
-    let e = n.on_replicated(4, 2, 3, 0);
+    let e = n.on_replicated(4, 2, 3, 0, None);
     let e = durable(&mut n, e);
     assert_eq!(n.commit_index(), 3);
     assert!(e.contains(&Effect::Apply(vec![entry(1, 1), entry(2, 2), entry(3, 4)])));
@@ -410,13 +410,13 @@ fn leader_commits_only_current_term_entries_by_counting_replicas() {
 #[test]
 fn leader_counts_its_own_copy_only_once_durable() {
     let mut n = leader();
-    let e = n.on_replicated(1, 2, 1, 0); // the no-op commits
+    let e = n.on_replicated(1, 2, 1, 0, None); // the no-op commits
     durable(&mut n, e);
     let (res, effects) = n.propose(Payload::Noop);
     let (index, _) = res.unwrap();
     // The follower acknowledges before our own fsync finished: no commit yet, since only
     // one copy (the follower's) is known durable.
-    let e = n.on_replicated(1, 2, index, 0);
+    let e = n.on_replicated(1, 2, index, 0, None);
     assert!(e.is_empty() || !e.iter().any(|x| matches!(x, Effect::Apply(_))));
     assert!(n.commit_index() < index);
     durable(&mut n, effects);
@@ -447,10 +447,10 @@ fn read_waits_for_noop_commit_and_a_heartbeat_quorum() {
     assert!(e.contains(&Effect::BroadcastHeartbeat { read_seq: 1 }));
     assert!(!e.iter().any(|x| matches!(x, Effect::ReadReady { .. })));
     // A peer acknowledges the round but the no-op is not yet committed: still waiting.
-    let e = n.on_replicated(1, 2, 0, 1);
+    let e = n.on_replicated(1, 2, 0, 1, None);
     assert!(!e.iter().any(|x| matches!(x, Effect::ReadReady { .. })));
     // The no-op commits: the read is released with read index 1.
-    let e = n.on_replicated(1, 2, 1, 1);
+    let e = n.on_replicated(1, 2, 1, 1, None);
     let e = durable(&mut n, e);
     assert!(e.contains(&Effect::ReadReady {
         id: 7,
@@ -506,17 +506,34 @@ fn leader_without_a_majority_steps_down_at_the_next_timeout() {
 // ----- InstallSnapshot (Figure 13) -----
 
 fn install(term: Term, index: LogIndex, snap_term: Term) -> Message {
-    let kv = crate::kv::KvStore::default();
     Message::InstallSnapshot {
         term,
         leader_id: 1,
         last_included_index: index,
         last_included_term: snap_term,
         offset: 0,
-        data: crate::codec::encode(&kv).unwrap(),
+        data: vec![1, 2, 3],
         done: true,
         read_seq: 0,
     }
+}
+
+/// Delivers a one-chunk snapshot and plays the state machine that stores and installs it.
+fn install_and_store(
+    n: &mut RaftCore,
+    term: Term,
+    index: LogIndex,
+    snap_term: Term,
+) -> Vec<Effect> {
+    let mut e = n.on_message(1, install(term, index, snap_term));
+    let chunk = e.iter().find_map(|x| match x {
+        Effect::InstallChunk { snapshot, data, .. } => Some((*snapshot, data.len() as u64)),
+        _ => None,
+    });
+    if let Some((point, len)) = chunk {
+        e.extend(n.on_snapshot_chunk(1, point, len, true, 0));
+    }
+    e
 }
 
 #[test]
@@ -528,10 +545,8 @@ fn snapshot_that_disagrees_discards_the_log_including_unwritten_entries() {
     let e = n.on_message(1, append(3, 1, (3, 3), vec![entry(4, 3), entry(5, 3)], 0));
     assert!(e.is_empty() || !e.iter().any(|x| matches!(x, Effect::Persist(_))));
     // The new leader's snapshot ends at 4 with term 6: our log disagrees there.
-    let e = n.on_message(1, install(6, 4, 6));
-    assert!(e
-        .iter()
-        .any(|x| matches!(x, Effect::RestoreStateMachine(_))));
+    let e = install_and_store(&mut n, 6, 4, 6);
+    assert!(e.iter().any(|x| matches!(x, Effect::InstallChunk { .. })));
     assert_eq!((n.log().snapshot_index(), n.log().last_index()), (4, 4));
     let mut batches = Vec::new();
     let mut queue = e;
@@ -542,7 +557,7 @@ fn snapshot_that_disagrees_discards_the_log_including_unwritten_entries() {
         }
     }
     let b = batches.last().expect("snapshot batch");
-    assert!(b.snapshot.is_some());
+    assert_eq!(b.compact_to, Some(LogPoint { index: 4, term: 6 }));
     assert!(
         b.entries.is_empty(),
         "stale entries would be written: {:?}",
@@ -559,9 +574,7 @@ fn snapshot_older_than_commit_is_acknowledged_not_installed() {
     assert_eq!(n.commit_index(), 3);
     let e = n.on_message(1, install(1, 2, 1));
     let e = durable(&mut n, e);
-    assert!(!e
-        .iter()
-        .any(|x| matches!(x, Effect::RestoreStateMachine(_))));
+    assert!(!e.iter().any(|x| matches!(x, Effect::InstallChunk { .. })));
     assert_eq!(n.log().last_index(), 3);
     assert!(sent(&e).iter().any(|(_, m)| matches!(
         m,
@@ -579,10 +592,119 @@ fn snapshot_that_agrees_keeps_the_entries_after_it() {
         1,
         vec![entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)],
     );
-    let e = n.on_message(1, install(1, 2, 1));
+    let e = install_and_store(&mut n, 1, 2, 1);
     durable(&mut n, e);
     assert_eq!((n.log().snapshot_index(), n.log().last_index()), (2, 4));
     assert_eq!(n.commit_index(), 2);
+}
+
+#[test]
+fn installed_answer_waits_for_the_log_to_agree_with_the_new_store() {
+    // Figure 2/13: the follower acknowledges only once the compaction is durable, so a
+    // leader never counts a snapshot the follower could lose on a crash.
+    let mut n = node(2, 1, vec![entry(1, 1)]);
+    let e = install_and_store(&mut n, 1, 9, 1);
+    assert!(
+        !sent(&e).iter().any(|(_, m)| matches!(
+            m,
+            Message::InstallSnapshotResponse {
+                installed: true,
+                ..
+            }
+        )),
+        "answered before the compaction was durable"
+    );
+    let e = durable(&mut n, e);
+    assert!(sent(&e).iter().any(|(_, m)| matches!(
+        m,
+        Message::InstallSnapshotResponse {
+            installed: true,
+            ..
+        }
+    )));
+    assert_eq!(n.commit_index(), 9);
+}
+
+#[test]
+fn chunks_go_to_the_state_machine_and_partial_progress_is_answered_at_once() {
+    let mut n = node(2, 1, vec![]);
+    let mut msg = install(1, 20, 1);
+    if let Message::InstallSnapshot { done, .. } = &mut msg {
+        *done = false;
+    }
+    let e = n.on_message(1, msg);
+    assert!(e
+        .iter()
+        .any(|x| matches!(x, Effect::InstallChunk { done: false, .. })));
+    let e = n.on_snapshot_chunk(1, LogPoint { index: 20, term: 1 }, 3, false, 0);
+    assert!(sent(&e).iter().any(|(_, m)| matches!(
+        m,
+        Message::InstallSnapshotResponse {
+            next_offset: 3,
+            installed: false,
+            ..
+        }
+    )));
+    assert_eq!(n.commit_index(), 0);
+}
+
+// ----- Compaction against the store -----
+
+/// A leader of term 1 with `n` committed entries (all durable, acknowledged by node 2).
+fn leader_with(entries: u64, tail: u64) -> RaftCore {
+    let mut n = leader().with_log_tail(tail);
+    for i in 0..entries {
+        let (_, e) = n.propose(Payload::Command(vec![i as u8]));
+        durable(&mut n, e);
+    }
+    let last = n.log().last_index();
+    let e = n.on_replicated(1, 2, last, 0, None);
+    durable(&mut n, e);
+    assert_eq!(n.commit_index(), last);
+    n
+}
+
+fn compaction(effects: &[Effect]) -> Option<LogPoint> {
+    effects.iter().find_map(|x| match x {
+        Effect::Persist(b) => b.compact_to,
+        _ => None,
+    })
+}
+
+#[test]
+fn log_is_compacted_to_the_stores_durable_index_minus_the_tail() {
+    let mut n = leader_with(100, 10);
+    // Nothing is dropped before the store holds it durably.
+    assert_eq!(n.log().snapshot_index(), 0);
+    let e = n.on_store_durable(60);
+    assert_eq!(compaction(&e).map(|p| p.index), Some(50));
+    assert_eq!(n.log().snapshot_index(), 50);
+    durable(&mut n, e);
+    // Entries the follower needs after the tail are still served from the log.
+    assert!(matches!(
+        n.log_slice(1, 51, 10, usize::MAX),
+        LogSlice::Entries { .. }
+    ));
+    assert!(matches!(
+        n.log_slice(1, 50, 10, usize::MAX),
+        LogSlice::NeedSnapshot
+    ));
+}
+
+#[test]
+fn compaction_waits_for_a_snapshot_being_streamed() {
+    let mut n = leader_with(100, 10);
+    let last = n.log().last_index();
+    // Node 3 is being sent a snapshot at 30: the log must still continue after it.
+    let e = n.on_replicated(1, 3, 0, 0, Some(30));
+    durable(&mut n, e);
+    let e = n.on_store_durable(last);
+    assert_eq!(compaction(&e).map(|p| p.index), Some(30));
+    durable(&mut n, e);
+    let e = n.on_replicated(1, 3, 30, 0, None);
+    durable(&mut n, e);
+    let e = n.on_store_durable(last);
+    assert_eq!(compaction(&e).map(|p| p.index), Some(last - 10));
 }
 
 // ----- Pre-Vote (thesis §9.6) -----

@@ -1,7 +1,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::types::{Entry, LogIndex, NodeId, Term};
-use crate::kv::{ClientRequest, ClientResponse};
 
 /// Why a follower refused an AppendEntries, so the leader can skip back a whole term at once
 /// instead of one entry per round trip (§5.3, "the protocol can be optimized").
@@ -63,7 +62,9 @@ pub enum Message {
         read_seq: u64,
     },
     /// One chunk of the leader's snapshot (Figure 13), for a follower whose next entries
-    /// are compacted away.
+    /// are compacted away. `data` is opaque to the protocol: the state machine produced it
+    /// from a consistent read view of its store, and the follower's state machine consumes
+    /// it. An empty chunk at the follower's current offset is a keep-alive.
     InstallSnapshot {
         term: Term,
         leader_id: NodeId,
@@ -77,21 +78,23 @@ pub enum Message {
     InstallSnapshotResponse {
         term: Term,
         last_included_index: LogIndex,
-        /// Where the next chunk should start (the follower's buffer length).
+        /// Where the next chunk should start (bytes the follower has stored so far).
         next_offset: u64,
         /// The follower now holds everything up to `last_included_index`.
         installed: bool,
         read_seq: u64,
     },
-    /// A follower hands a client request to the leader.
+    /// A follower hands a client request to the leader. The request is the node's own
+    /// encoding (the protocol does not look inside); it rides the peer connection only to
+    /// save a second one.
     Forward {
         req_id: u64,
-        request: ClientRequest,
+        request: Vec<u8>,
     },
-    /// The leader's answer to a forwarded request.
+    /// The leader's answer to a forwarded request (the node's encoding).
     ForwardReply {
         req_id: u64,
-        response: ClientResponse,
+        response: Vec<u8>,
     },
 }
 

@@ -9,6 +9,7 @@ mod log;
 mod message;
 mod progress;
 mod quorum;
+mod snapshot_send;
 mod types;
 
 #[cfg(test)]
@@ -19,4 +20,5 @@ pub use self::log::RaftLog;
 pub use self::message::{Message, RejectHint};
 pub use self::progress::{Progress, ProgressState};
 pub use self::quorum::{quorum_size, quorum_value};
-pub use self::types::{Entry, HardState, LogIndex, NodeId, Payload, Snapshot, Term};
+pub use self::snapshot_send::{SnapshotChunk, SnapshotReply, SnapshotSend};
+pub use self::types::{Entry, HardState, LogIndex, LogPoint, NodeId, Payload, Term};

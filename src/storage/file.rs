@@ -1,15 +1,21 @@
-//! The on-disk state of one node, under `data_dir`:
-//! - `raft.log`: an append-only file of checksummed records (hard state, entries,
-//!   truncations), replayed on start; one `sync_data` per batch.
-//! - `snapshot.bin`: the newest snapshot, one checksummed record. It is written to
-//!   `snapshot.tmp`, fsync'd, renamed into place and the directory fsync'd; only then is the
-//!   log rewritten (same dance, `raft.log.tmp`) without the entries it covers. A crash at
-//!   any point leaves the old or the new snapshot, each with a log that continues it.
+//! The on-disk Raft log of one node: segment files under `data_dir/log/`.
+//!
+//! Each segment (`<number>.seg`, numbers increasing) is a sequence of checksummed records
+//! (`record.rs`). Its first record is `SegmentStart`: the hard state and the log's last
+//! (index, term) when the segment began, so any suffix of the segments replays on its own.
+//! One `PersistBatch` is one `write_all` and one `sync_data` on the newest segment. A new
+//! segment starts at every open and once the newest passes `segment_bytes`. Compaction
+//! records where the log now starts (`Compacted`) and then deletes whole old segments
+//! whose entries all lie at or below that point, oldest first; the live log is never
+//! rewritten.
+//!
+//! Recovery: a torn record at the end of the newest segment (a crash mid-write) is cut
+//! away with a warning. Any other damage, anywhere else, is corruption: the node refuses to
+//! start and names the file and byte offset.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
@@ -17,28 +23,112 @@ use serde::{Deserialize, Serialize};
 use super::record::{read_records, RecordReadOutcome, RecordWriter};
 use super::{compact_entries, InitialState, Storage, StorageError};
 use crate::codec;
-use crate::raft::{Entry, HardState, LogIndex, PersistBatch, Snapshot};
+use crate::raft::{Entry, HardState, LogIndex, LogPoint, PersistBatch, Term};
 
-const LOG_FILE: &str = "raft.log";
-const LOG_TMP: &str = "raft.log.tmp";
-const SNAPSHOT_FILE: &str = "snapshot.bin";
-const SNAPSHOT_TMP: &str = "snapshot.tmp";
+/// Where the segments live, under the data directory.
+pub const LOG_DIR: &str = "log";
+const SEGMENT_EXT: &str = "seg";
+/// A segment is closed and a new one started once it holds this many bytes.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Files of the format before segments (one log file and one snapshot of the whole map).
+const OLD_FORMAT_FILES: [&str; 2] = ["raft.log", "snapshot.bin"];
 
-/// One record of the log file.
+/// One record of a segment.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 enum Record {
     HardState(HardState),
     TruncateFrom(LogIndex),
     Entry(Entry),
+    /// The log now starts after this point (Figure 13 steps 6-7 on replay).
+    Compacted(LogPoint),
+    /// First record of every segment.
+    SegmentStart {
+        hard_state: HardState,
+        prev: LogPoint,
+    },
 }
 
-/// The data directory of one node.
+/// The same records, borrowed, for writing without copying entries.
+#[derive(Serialize)]
+enum RecordRef<'a> {
+    HardState(&'a HardState),
+    TruncateFrom(LogIndex),
+    Entry(&'a Entry),
+    Compacted(&'a LogPoint),
+    SegmentStart {
+        hard_state: &'a HardState,
+        prev: &'a LogPoint,
+    },
+}
+
+struct Segment {
+    number: u64,
+    path: PathBuf,
+    /// Highest entry index written to it (its start point when it holds no entry).
+    last_index: LogIndex,
+}
+
+/// Term boundaries of the durable log: `(first index, term)` runs, so the storage knows the
+/// term of its last entry after a truncation without keeping the entries.
+#[derive(Default)]
+struct TermRuns {
+    start: LogPoint,
+    runs: Vec<(LogIndex, Term)>,
+    last_index: LogIndex,
+}
+
+impl TermRuns {
+    fn last(&self) -> LogPoint {
+        LogPoint {
+            index: self.last_index,
+            term: self.runs.last().map_or(self.start.term, |r| r.1),
+        }
+    }
+    fn append(&mut self, index: LogIndex, term: Term) {
+        if self.runs.last().map(|r| r.1) != Some(term) {
+            self.runs.push((index, term));
+        }
+        self.last_index = index;
+    }
+    fn truncate_from(&mut self, from: LogIndex) {
+        if from > self.last_index {
+            return;
+        }
+        self.runs.retain(|r| r.0 < from);
+        self.last_index = from.saturating_sub(1).max(self.start.index);
+    }
+    fn compact(&mut self, to: LogPoint, kept: bool) {
+        if !kept {
+            self.runs.clear();
+            self.last_index = to.index;
+        } else {
+            // Runs starting at or before the point collapse into the start.
+            let keep_from = self.runs.iter().rposition(|r| r.0 <= to.index);
+            if let Some(i) = keep_from {
+                let term = self.runs[i].1;
+                self.runs.drain(..=i);
+                if self.last_index > to.index {
+                    self.runs.insert(0, (to.index + 1, term));
+                }
+            }
+        }
+        self.start = to;
+        self.last_index = self.last_index.max(to.index);
+    }
+}
+
+/// The log directory of one node.
 pub struct FileStorage {
     dir: PathBuf,
-    path: PathBuf,
+    segments: Vec<Segment>,
     file: File,
-    /// Reused encode buffer.
+    active_len: u64,
+    segment_bytes: u64,
+    hard_state: HardState,
+    terms: TermRuns,
+    /// Reused encode buffers.
     buf: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -56,210 +146,320 @@ fn corrupt(path: &Path, offset: u64, reason: String) -> StorageError {
     }
 }
 
+/// What replaying the segments produced.
+struct Replay {
+    hard_state: HardState,
+    start: LogPoint,
+    entries: Vec<Entry>,
+}
+
+impl Replay {
+    fn last_index(&self) -> LogIndex {
+        self.entries.last().map_or(self.start.index, |e| e.index)
+    }
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{:020}.{}", number, SEGMENT_EXT))
+}
+
+/// The segment files in `dir`, oldest first. Other files are ignored.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    let mut out = Vec::new();
+    for item in fs::read_dir(dir).map_err(io_err(dir))? {
+        let item = item.map_err(io_err(dir))?;
+        let path = item.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
+            continue;
+        }
+        let number = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok());
+        match number {
+            Some(n) => out.push((n, path)),
+            None => warn!("{}: not a segment name; ignored", path.display()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 impl FileStorage {
-    /// Opens (or creates) the data directory and loads it. A torn record at the log's tail
-    /// is dropped with a warning; any other damage is an error naming the file and offset.
-    pub fn open(dir: &Path) -> Result<(FileStorage, InitialState), StorageError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        // Leftovers of a crash in the middle of a snapshot: never renamed, so never used.
-        for tmp in [SNAPSHOT_TMP, LOG_TMP] {
-            let p = dir.join(tmp);
+    /// Opens (or creates) the log under `data_dir` and replays it, with segments of
+    /// `segment_bytes`. A torn record at the end of the newest segment is dropped with a
+    /// warning; any other damage is an error naming the file and offset.
+    pub fn open(
+        data_dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(FileStorage, InitialState), StorageError> {
+        for old in OLD_FORMAT_FILES {
+            let p = data_dir.join(old);
             if p.exists() {
-                warn!("{}: removing unfinished file left by a crash", p.display());
-                fs::remove_file(&p).map_err(io_err(&p))?;
+                return Err(StorageError::Unusable {
+                    path: p,
+                    reason: format!(
+                        "this data directory was written by an older raftkv (one log file and a \
+                         snapshot of the whole map); this version keeps the log in {}/ and the \
+                         data in store.redb. Start the node with an empty data directory (move \
+                         {} away): it catches up from the leader",
+                        LOG_DIR,
+                        data_dir.display()
+                    ),
+                });
             }
         }
-        let snapshot = load_snapshot(&dir.join(SNAPSHOT_FILE))?;
-        let path = dir.join(LOG_FILE);
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
+        let dir = data_dir.join(LOG_DIR);
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            sync_dir(data_dir)?;
+            if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
+        let found = list_segments(&dir)?;
+        let mut replay = Replay {
+            hard_state: HardState::default(),
+            start: LogPoint::default(),
+            entries: Vec::new(),
+        };
+        let mut segments = Vec::new();
+        let count = found.len();
+        for (i, (number, path)) in found.into_iter().enumerate() {
+            let newest = i + 1 == count;
+            let last_index = replay_segment(&path, i == 0, newest, &mut replay)?;
+            match last_index {
+                Some(last_index) => segments.push(Segment {
+                    number,
+                    path,
+                    last_index,
+                }),
+                // The newest segment lost even its first record: nothing was in it.
+                None => fs::remove_file(&path).map_err(io_err(&path))?,
+            }
+        }
+        let mut terms = TermRuns {
+            start: replay.start,
+            runs: Vec::new(),
+            last_index: replay.start.index,
+        };
+        for e in &replay.entries {
+            terms.append(e.index, e.term);
+        }
+        let next_number = segments.last().map_or(1, |s| s.number + 1);
+        let path = segment_path(&dir, next_number);
+        let file = OpenOptions::new()
+            .create_new(true)
             .append(true)
-            .create(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        if !existed {
-            sync_dir(dir)?;
-        }
-        let (hard_state, mut entries, valid_len) = read_log(&path, &mut file)?;
-        if let Some(valid_len) = valid_len {
-            file.set_len(valid_len).map_err(io_err(&path))?;
-            file.sync_all().map_err(io_err(&path))?;
-        }
-        if let Some(s) = &snapshot {
-            compact_entries(&mut entries, s.index, s.term);
-            if let Some(first) = entries.first() {
-                if first.index != s.index + 1 {
-                    return Err(corrupt(
-                        &path,
-                        0,
-                        format!(
-                            "log starts at index {} but the snapshot ends at {}",
-                            first.index, s.index
-                        ),
-                    ));
-                }
-            }
-        }
+        let mut storage = FileStorage {
+            dir,
+            segments,
+            file,
+            active_len: 0,
+            segment_bytes: segment_bytes.max(4096),
+            hard_state: replay.hard_state,
+            terms,
+            buf: Vec::new(),
+            scratch: Vec::new(),
+        };
+        storage.segments.push(Segment {
+            number: next_number,
+            path,
+            last_index: storage.terms.last_index,
+        });
+        storage.start_segment_header()?;
+        let len = storage.buf.len() as u64;
+        storage.write_buf()?;
+        storage.active_len = len;
+        sync_dir(&storage.dir)?;
         info!(
-            "{}: loaded term {}, vote {:?}, snapshot at {}, {} log entries",
-            dir.display(),
-            hard_state.current_term,
-            hard_state.voted_for,
-            snapshot.as_ref().map_or(0, |s| s.index),
-            entries.len()
+            "{}: loaded term {}, vote {:?}, log {}..={} ({} entries in {} segments)",
+            storage.dir.display(),
+            replay.hard_state.current_term,
+            replay.hard_state.voted_for,
+            replay.start.index + 1,
+            replay.last_index(),
+            replay.entries.len(),
+            storage.segments.len()
         );
         Ok((
-            FileStorage {
-                dir: dir.to_path_buf(),
-                path,
-                file,
-                buf: Vec::new(),
-            },
+            storage,
             InitialState {
-                hard_state,
-                snapshot,
-                entries,
+                hard_state: replay.hard_state,
+                start: replay.start,
+                entries: replay.entries,
             },
         ))
     }
 
-    /// Writes the snapshot durably under its final name.
-    fn write_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let payload = codec::encode(snapshot)?;
-        if payload.len() > super::record::MAX_RECORD_LEN {
-            return Err(StorageError::Io {
-                path: self.dir.join(SNAPSHOT_FILE),
-                source: std::io::Error::other(format!(
-                    "snapshot of {} bytes exceeds the 4 GiB record limit",
-                    payload.len()
-                )),
-            });
-        }
-        let mut buf = Vec::new();
-        RecordWriter::new(&mut buf).push(&payload);
-        let tmp = self.dir.join(SNAPSHOT_TMP);
-        write_synced(&tmp, &buf)?;
-        let dst = self.dir.join(SNAPSHOT_FILE);
-        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
-        sync_dir(&self.dir)
+    /// Number of segment files (tests).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
     }
 
-    /// Rewrites the log without the entries `snapshot` covers.
-    fn rewrite_log(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let (hard_state, mut entries, _) = read_log(&self.path, &mut self.file)?;
-        compact_entries(&mut entries, snapshot.index, snapshot.term);
-        let mut buf = Vec::new();
-        let mut scratch = Vec::new();
-        let mut w = RecordWriter::new(&mut buf);
-        let mut push = |r: &Record| -> Result<(), StorageError> {
-            scratch.clear();
-            codec::encode_into(&mut scratch, r)?;
-            w.push(&scratch);
-            Ok(())
-        };
-        push(&Record::HardState(hard_state))?;
-        for e in entries {
-            push(&Record::Entry(e))?;
-        }
-        let tmp = self.dir.join(LOG_TMP);
-        write_synced(&tmp, &buf)?;
-        fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        sync_dir(&self.dir)?;
+    fn push(&mut self, r: &RecordRef) -> Result<(), StorageError> {
+        self.scratch.clear();
+        codec::encode_into(&mut self.scratch, r)?;
+        RecordWriter::new(&mut self.buf).push(&self.scratch);
+        Ok(())
+    }
+
+    /// Puts the new segment's first record in the buffer.
+    fn start_segment_header(&mut self) -> Result<(), StorageError> {
+        let hs = self.hard_state;
+        let prev = self.terms.last();
+        self.push(&RecordRef::SegmentStart {
+            hard_state: &hs,
+            prev: &prev,
+        })
+    }
+
+    fn active_path(&self) -> PathBuf {
+        self.segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_else(|| self.dir.clone())
+    }
+
+    /// Writes and syncs the buffer to the newest segment.
+    fn write_buf(&mut self) -> Result<(), StorageError> {
+        let path = self.active_path();
+        self.file.write_all(&self.buf).map_err(io_err(&path))?;
+        self.file.sync_data().map_err(io_err(&path))?;
+        self.active_len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Closes the newest segment and starts the next one (its header goes into the buffer).
+    fn rotate(&mut self) -> Result<(), StorageError> {
+        let number = self.segments.last().map_or(1, |s| s.number + 1);
+        let path = segment_path(&self.dir, number);
         self.file = OpenOptions::new()
-            .read(true)
+            .create_new(true)
             .append(true)
-            .open(&self.path)
-            .map_err(io_err(&self.path))?;
+            .open(&path)
+            .map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        self.segments.push(Segment {
+            number,
+            path,
+            last_index: self.terms.last_index,
+        });
+        self.active_len = 0;
+        self.start_segment_header()
+    }
+
+    /// Deletes old segments whose entries all lie at or below `to`, oldest first; the
+    /// newest segment always stays. A crash part-way leaves a suffix, which replays alone.
+    fn delete_segments_through(&mut self, to: LogIndex) -> Result<(), StorageError> {
+        while self.segments.len() > 1 && self.segments[0].last_index <= to {
+            let seg = self.segments.remove(0);
+            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            info!(
+                "{}: deleted (log compacted to index {})",
+                seg.path.display(),
+                to
+            );
+        }
         Ok(())
     }
 }
 
-fn write_synced(path: &Path, data: &[u8]) -> Result<(), StorageError> {
-    let mut f = File::create(path).map_err(io_err(path))?;
-    f.write_all(data).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))
-}
-
-fn load_snapshot(path: &Path) -> Result<Option<Arc<Snapshot>>, StorageError> {
-    let data = match fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    let (records, outcome) = read_records(&data);
-    match (records.as_slice(), outcome) {
-        ([(_, payload)], RecordReadOutcome::Clean) => {
-            let snapshot: Snapshot = codec::decode(payload)
-                .map_err(|e| corrupt(path, 0, format!("snapshot does not decode: {}", e)))?;
-            Ok(Some(Arc::new(snapshot)))
-        }
-        (
-            _,
-            RecordReadOutcome::TornTail { offset, reason }
-            | RecordReadOutcome::Corrupt { offset, reason },
-        ) => {
-            // The snapshot was renamed into place only after an fsync, so damage here is
-            // real corruption, never a torn write.
-            Err(corrupt(path, offset, reason))
-        }
-        _ => Err(corrupt(
-            path,
-            0,
-            "expected exactly one snapshot record".into(),
-        )),
-    }
-}
-
-/// Replays the log file: (hard state, entries, Some(valid length) if a torn tail must go).
-fn read_log(
+/// Replays one segment into `replay`. Returns the highest entry index it holds (its start
+/// point if none), or `None` for a newest segment with no complete record.
+fn replay_segment(
     path: &Path,
-    file: &mut File,
-) -> Result<(HardState, Vec<Entry>, Option<u64>), StorageError> {
-    use std::io::Seek;
-    file.seek(std::io::SeekFrom::Start(0))
-        .map_err(io_err(path))?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(io_err(path))?;
+    oldest: bool,
+    newest: bool,
+    replay: &mut Replay,
+) -> Result<Option<LogIndex>, StorageError> {
+    let data = fs::read(path).map_err(io_err(path))?;
     let (records, outcome) = read_records(&data);
-    let mut hard_state = HardState::default();
-    let mut entries: Vec<Entry> = Vec::new();
-    for (offset, payload) in records {
-        let record: Record =
-            codec::decode(payload).map_err(|e| corrupt(path, offset, e.to_string()))?;
-        match record {
-            Record::HardState(hs) => hard_state = hs,
-            Record::TruncateFrom(from) => entries.retain(|e| e.index < from),
-            Record::Entry(entry) => {
-                if let Some(last) = entries.last() {
-                    if entry.index != last.index + 1 {
-                        return Err(corrupt(
-                            path,
-                            offset,
-                            format!("entry index {} does not follow {}", entry.index, last.index),
-                        ));
-                    }
-                }
-                entries.push(entry);
-            }
-        }
-    }
-    let valid_len = match outcome {
-        RecordReadOutcome::Clean => None,
-        RecordReadOutcome::TornTail { offset, reason } => {
+    match outcome {
+        RecordReadOutcome::Clean => {}
+        RecordReadOutcome::TornTail { offset, reason } if newest => {
             warn!(
-                "{}: dropping torn record at byte offset {} ({}): a crash interrupted its write",
+                "{}: dropping a torn record at byte offset {} ({}), left by a crash mid-write",
                 path.display(),
                 offset,
                 reason
             );
-            Some(offset)
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            f.set_len(offset).map_err(io_err(path))?;
+            f.sync_all().map_err(io_err(path))?;
         }
-        RecordReadOutcome::Corrupt { offset, reason } => return Err(corrupt(path, offset, reason)),
-    };
-    Ok((hard_state, entries, valid_len))
+        // A segment that is not the newest was complete and synced before the next began.
+        RecordReadOutcome::TornTail { offset, reason }
+        | RecordReadOutcome::Corrupt { offset, reason } => {
+            return Err(corrupt(path, offset, reason))
+        }
+    }
+    if records.is_empty() && newest {
+        return Ok(None);
+    }
+    let mut last_in_segment = None;
+    for (i, (offset, payload)) in records.into_iter().enumerate() {
+        let record: Record =
+            codec::decode(payload).map_err(|e| corrupt(path, offset, e.to_string()))?;
+        match record {
+            Record::SegmentStart { hard_state, prev } if i == 0 => {
+                if oldest {
+                    replay.start = prev;
+                    replay.entries.clear();
+                } else if prev.index != replay.last_index() {
+                    return Err(corrupt(
+                        path,
+                        offset,
+                        format!(
+                            "segment starts after index {} but the log before it ends at {}",
+                            prev.index,
+                            replay.last_index()
+                        ),
+                    ));
+                }
+                replay.hard_state = hard_state;
+                last_in_segment = Some(prev.index);
+            }
+            _ if i == 0 => {
+                return Err(corrupt(
+                    path,
+                    offset,
+                    "segment does not begin with its start record".into(),
+                ))
+            }
+            Record::SegmentStart { .. } => {
+                return Err(corrupt(path, offset, "second segment start record".into()))
+            }
+            Record::HardState(hs) => replay.hard_state = hs,
+            Record::TruncateFrom(from) => replay.entries.retain(|e| e.index < from),
+            Record::Compacted(to) => compact_entries(&mut replay.entries, &mut replay.start, to),
+            Record::Entry(entry) => {
+                if entry.index != replay.last_index() + 1 {
+                    return Err(corrupt(
+                        path,
+                        offset,
+                        format!(
+                            "entry index {} does not follow {}",
+                            entry.index,
+                            replay.last_index()
+                        ),
+                    ));
+                }
+                last_in_segment = Some(last_in_segment.unwrap_or(0).max(entry.index));
+                replay.entries.push(entry);
+            }
+        }
+    }
+    Ok(last_in_segment)
 }
 
+/// Makes a directory entry change (create, rename, delete) durable.
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -268,55 +468,76 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 
 impl Storage for FileStorage {
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        if let Some(snapshot) = &batch.snapshot {
-            // A snapshot from a newer leader arrives with that leader's term: make the term
-            // durable first, so a crash after the snapshot is in place never leaves it next
-            // to an older term.
-            if let Some(hs) = batch.hard_state {
-                self.buf.clear();
-                let mut scratch = Vec::new();
-                codec::encode_into(&mut scratch, &Record::HardState(hs))?;
-                RecordWriter::new(&mut self.buf).push(&scratch);
-                self.file.write_all(&self.buf).map_err(io_err(&self.path))?;
-                self.file.sync_data().map_err(io_err(&self.path))?;
-            }
-            self.write_snapshot(snapshot)?;
-            self.rewrite_log(snapshot)?;
-        }
         self.buf.clear();
-        let mut scratch = Vec::new();
-        {
-            let mut w = RecordWriter::new(&mut self.buf);
-            let mut push = |r: &Record| -> Result<(), StorageError> {
-                scratch.clear();
-                codec::encode_into(&mut scratch, r)?;
-                w.push(&scratch);
-                Ok(())
-            };
-            if let Some(hs) = batch.hard_state {
-                push(&Record::HardState(hs))?;
+        if self.active_len >= self.segment_bytes {
+            self.rotate()?;
+        }
+        if let Some(to) = &batch.compact_to {
+            self.push(&RecordRef::Compacted(to))?;
+        }
+        if let Some(hs) = &batch.hard_state {
+            self.push(&RecordRef::HardState(hs))?;
+        }
+        if let Some(from) = batch.truncate_from {
+            self.push(&RecordRef::TruncateFrom(from))?;
+        }
+        for (i, e) in batch.entries.iter().enumerate() {
+            // An append that overlaps earlier entries replaces them: say so explicitly.
+            if i == 0 && batch.truncate_from.is_none() {
+                self.push(&RecordRef::TruncateFrom(e.index))?;
             }
-            if let Some(from) = batch.truncate_from {
-                push(&Record::TruncateFrom(from))?;
-            }
-            for (i, e) in batch.entries.iter().enumerate() {
-                // An append that overlaps earlier entries replaces them: say so explicitly.
-                if i == 0 && batch.truncate_from.is_none() {
-                    push(&Record::TruncateFrom(e.index))?;
-                }
-                push(&Record::Entry(e.clone()))?;
-            }
+            self.push(&RecordRef::Entry(e))?;
         }
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&self.buf).map_err(io_err(&self.path))?;
-        self.file.sync_data().map_err(io_err(&self.path))?;
+        self.write_buf()?;
+        // The batch is durable; now bring the bookkeeping along, in the batch's order.
+        if let Some(to) = batch.compact_to {
+            let kept = to.index <= self.terms.start.index
+                || (to.index <= self.terms.last_index
+                    && self.term_run_at(to.index) == Some(to.term));
+            if to.index > self.terms.start.index {
+                self.terms.compact(to, kept);
+            }
+        }
+        if let Some(hs) = batch.hard_state {
+            self.hard_state = hs;
+        }
+        if let Some(from) = batch.truncate_from {
+            self.terms.truncate_from(from);
+        }
+        if let Some(first) = batch.entries.first() {
+            self.terms.truncate_from(first.index);
+        }
+        for e in &batch.entries {
+            self.terms.append(e.index, e.term);
+        }
+        if let (Some(seg), Some(last)) = (self.segments.last_mut(), batch.entries.last()) {
+            seg.last_index = seg.last_index.max(last.index);
+        }
+        if let Some(to) = batch.compact_to {
+            self.delete_segments_through(to.index)?;
+        }
         Ok(())
     }
 
     fn is_blocking(&self) -> bool {
         true
+    }
+}
+
+impl FileStorage {
+    fn term_run_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.terms.start.index {
+            return Some(self.terms.start.term);
+        }
+        self.terms
+            .runs
+            .iter()
+            .rev()
+            .find(|r| r.0 <= index)
+            .map(|r| r.1)
     }
 }
 
@@ -335,19 +556,31 @@ mod tests {
         Entry {
             index,
             term,
-            payload: Payload::Noop,
+            payload: Payload::Command(vec![7; 100]),
         }
     }
 
     fn batch(seq: u64, hs: Option<HardState>, trunc: Option<u64>, es: Vec<Entry>) -> PersistBatch {
         PersistBatch {
             seq,
-            snapshot: None,
+            compact_to: None,
             hard_state: hs,
             truncate_from: trunc,
             last_index: es.last().map_or(0, |e| e.index),
             entries: es,
         }
+    }
+
+    fn compact(seq: u64, index: LogIndex, term: u64) -> PersistBatch {
+        PersistBatch {
+            seq,
+            compact_to: Some(LogPoint { index, term }),
+            ..Default::default()
+        }
+    }
+
+    fn open(dir: &Path) -> (FileStorage, InitialState) {
+        FileStorage::open(dir, DEFAULT_SEGMENT_BYTES).unwrap()
     }
 
     #[test]
@@ -358,48 +591,54 @@ mod tests {
             voted_for: Some(2),
         };
         {
-            let (mut st, init) = FileStorage::open(&dir).unwrap();
+            let (mut st, init) = open(&dir);
             assert_eq!(init, InitialState::default());
             st.persist(&batch(1, Some(hs), None, vec![e(1, 1), e(2, 1), e(3, 1)]))
                 .unwrap();
             st.persist(&batch(2, None, Some(2), vec![e(2, 3)])).unwrap();
             st.persist(&batch(3, None, None, vec![e(3, 3)])).unwrap();
         }
-        let (_, init) = FileStorage::open(&dir).unwrap();
+        let (_, init) = open(&dir);
         assert_eq!(init.hard_state, hs);
         assert_eq!(init.entries, vec![e(1, 1), e(2, 3), e(3, 3)]);
+        // Every open starts a segment that carries the hard state on its own.
+        let (st, init) = open(&dir);
+        assert_eq!(init.hard_state, hs);
+        assert_eq!(st.segment_count(), 3);
         let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn torn_tail_is_dropped_and_corruption_is_reported_with_offset() {
         let dir = tmpdir("torn");
+        let seg;
         {
-            let (mut st, _) = FileStorage::open(&dir).unwrap();
+            let (mut st, _) = open(&dir);
             st.persist(&batch(1, None, None, vec![e(1, 1), e(2, 1)]))
                 .unwrap();
+            seg = st.active_path();
         }
-        let path = dir.join(LOG_FILE);
-        let full = fs::read(&path).unwrap();
+        let full = fs::read(&seg).unwrap();
         // Crash mid-write: the last few bytes never made it.
-        fs::write(&path, &full[..full.len() - 3]).unwrap();
-        let (mut st, init) = FileStorage::open(&dir).unwrap();
+        fs::write(&seg, &full[..full.len() - 3]).unwrap();
+        let (mut st, init) = open(&dir);
         assert_eq!(init.entries, vec![e(1, 1)]);
-        // The file was cut back, so new appends follow cleanly.
+        // The segment was cut back, so the log continues cleanly.
         st.persist(&batch(2, None, None, vec![e(2, 2)])).unwrap();
         drop(st);
-        let (_, init) = FileStorage::open(&dir).unwrap();
+        let (_, init) = open(&dir);
         assert_eq!(init.entries, vec![e(1, 1), e(2, 2)]);
 
-        // A flipped byte in the first record, with data after it, is corruption.
-        let mut bytes = fs::read(&path).unwrap();
+        // A flipped byte in the first record of a segment that is not the newest is
+        // corruption, named with the file and offset.
+        let mut bytes = fs::read(&seg).unwrap();
         bytes[10] ^= 0x55;
-        fs::write(&path, &bytes).unwrap();
-        match FileStorage::open(&dir) {
+        fs::write(&seg, &bytes).unwrap();
+        match FileStorage::open(&dir, DEFAULT_SEGMENT_BYTES) {
             Err(StorageError::Corrupt {
                 path: p, offset, ..
             }) => {
-                assert_eq!(p, path);
+                assert_eq!(p, seg);
                 assert_eq!(offset, 0);
             }
             other => panic!("expected corruption, got {:?}", other.map(|(_, s)| s)),
@@ -407,86 +646,89 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
-    fn snap(index: LogIndex, term: u64) -> Arc<Snapshot> {
-        let mut kv = crate::kv::KvStore::default();
-        kv.apply(
-            index,
-            &crate::kv::Command {
-                op: crate::kv::KvOp::Put {
-                    key: "k".into(),
-                    value: index.to_string().into_bytes(),
-                },
-                session: None,
-            },
-        );
-        Arc::new(Snapshot {
-            index,
-            term,
-            members: vec![1, 2, 3],
-            kv,
-        })
-    }
-
     #[test]
-    fn snapshot_compacts_the_log_and_survives_restart() {
-        let dir = tmpdir("snap");
-        {
-            let (mut st, _) = FileStorage::open(&dir).unwrap();
-            st.persist(&batch(1, None, None, (1..=10).map(|i| e(i, 1)).collect()))
+    fn segments_rotate_and_compaction_deletes_whole_old_segments() {
+        let dir = tmpdir("segments");
+        let (mut st, _) = FileStorage::open(&dir, 4096).unwrap();
+        for i in 0..100u64 {
+            st.persist(&batch(i + 1, None, None, vec![e(i + 1, 1)]))
                 .unwrap();
-            let mut b = batch(2, None, None, vec![e(11, 2)]);
-            b.snapshot = Some(snap(8, 1));
-            st.persist(&b).unwrap();
         }
-        let (_, init) = FileStorage::open(&dir).unwrap();
-        assert_eq!(init.snapshot.as_deref(), Some(&*snap(8, 1)));
-        assert_eq!(init.entries, vec![e(9, 1), e(10, 1), e(11, 2)]);
+        let before = st.segment_count();
+        assert!(before > 3, "only {} segments", before);
+        st.persist(&compact(101, 80, 1)).unwrap();
+        let after = st.segment_count();
+        assert!(after < before && after >= 1, "{} -> {}", before, after);
+        drop(st);
+        let (_, init) = FileStorage::open(&dir, 4096).unwrap();
+        assert_eq!(init.start, LogPoint { index: 80, term: 1 });
+        assert_eq!(init.entries.first().map(|e| e.index), Some(81));
+        assert_eq!(init.last_index(), 100);
         let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn crash_between_snapshot_and_log_rewrite_loads_consistently() {
-        let dir = tmpdir("snapcrash");
-        {
-            let (mut st, _) = FileStorage::open(&dir).unwrap();
-            st.persist(&batch(1, None, None, (1..=6).map(|i| e(i, 1)).collect()))
+    fn crash_inside_segment_deletion_loads_the_same_log() {
+        let dir = tmpdir("delcrash");
+        let (mut st, _) = FileStorage::open(&dir, 4096).unwrap();
+        for i in 0..100u64 {
+            st.persist(&batch(i + 1, None, None, vec![e(i + 1, 1)]))
                 .unwrap();
-            // The snapshot is in place but the log was never rewritten.
-            st.write_snapshot(&snap(4, 1)).unwrap();
         }
-        // A leftover temp file from an interrupted second snapshot is ignored and removed.
-        fs::write(dir.join(SNAPSHOT_TMP), b"half a snapshot").unwrap();
-        let (_, init) = FileStorage::open(&dir).unwrap();
-        assert_eq!(init.snapshot.map(|s| s.index), Some(4));
-        assert_eq!(init.entries, vec![e(5, 1), e(6, 1)]);
-        assert!(!dir.join(SNAPSHOT_TMP).exists());
-
-        // A snapshot whose last entry disagrees with the log replaces the whole log.
-        fs::remove_file(dir.join(SNAPSHOT_FILE)).unwrap();
-        {
-            let (mut st, _) = FileStorage::open(&dir).unwrap();
-            st.write_snapshot(&snap(5, 3)).unwrap();
+        let old: Vec<PathBuf> = st.segments.iter().map(|s| s.path.clone()).collect();
+        // Keep copies of the segments compaction will delete, then put back all but the
+        // oldest: as if the node died after the first deletion.
+        let copies: Vec<(PathBuf, Vec<u8>)> = old
+            .iter()
+            .map(|p| (p.clone(), fs::read(p).unwrap()))
+            .collect();
+        st.persist(&compact(101, 80, 1)).unwrap();
+        drop(st);
+        let (_, clean) = FileStorage::open(&dir, 4096).unwrap();
+        for (p, bytes) in copies.iter().skip(1) {
+            if !p.exists() {
+                fs::write(p, bytes).unwrap();
+            }
         }
-        let (_, init) = FileStorage::open(&dir).unwrap();
-        assert!(init.entries.is_empty());
+        let (_, crashed) = FileStorage::open(&dir, 4096).unwrap();
+        assert_eq!(crashed.start, clean.start);
+        assert_eq!(crashed.entries, clean.entries);
         let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn corrupt_snapshot_is_an_error_naming_the_file() {
-        let dir = tmpdir("snapcorrupt");
-        {
-            let (mut st, _) = FileStorage::open(&dir).unwrap();
-            st.write_snapshot(&snap(3, 1)).unwrap();
+    fn snapshot_that_disagrees_discards_the_log_across_segments() {
+        let dir = tmpdir("discard");
+        let (mut st, _) = FileStorage::open(&dir, 4096).unwrap();
+        for i in 0..60u64 {
+            st.persist(&batch(i + 1, None, None, vec![e(i + 1, 1)]))
+                .unwrap();
         }
-        let path = dir.join(SNAPSHOT_FILE);
-        let mut bytes = fs::read(&path).unwrap();
-        let n = bytes.len();
-        bytes[n - 2] ^= 0x40;
-        fs::write(&path, &bytes).unwrap();
-        match FileStorage::open(&dir) {
-            Err(StorageError::Corrupt { path: p, .. }) => assert_eq!(p, path),
-            other => panic!("expected corruption, got {:?}", other.map(|(_, s)| s)),
+        // A snapshot at 70 (term 5): the log does not hold it, so everything goes.
+        st.persist(&compact(61, 70, 5)).unwrap();
+        st.persist(&batch(62, None, None, vec![e(71, 5)])).unwrap();
+        drop(st);
+        let (_, init) = FileStorage::open(&dir, 4096).unwrap();
+        assert_eq!(init.start, LogPoint { index: 70, term: 5 });
+        assert_eq!(init.entries, vec![e(71, 5)]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_format_directory_is_refused_with_what_to_do() {
+        let dir = tmpdir("oldformat");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("raft.log"), b"old").unwrap();
+        match FileStorage::open(&dir, DEFAULT_SEGMENT_BYTES) {
+            Err(e @ StorageError::Unusable { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("raft.log") && msg.contains("empty data directory"),
+                    "{}",
+                    msg
+                );
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|(_, s)| s)),
         }
         let _ = fs::remove_dir_all(&dir);
     }

@@ -1,11 +1,13 @@
 //! In-memory storage for the simulator: a "disk" that survives a simulated crash of the
 //! node that owns it. What was synced is kept; a write still in flight when the node
 //! crashes is lost, because a crash moves the disk to a new incarnation and writes from
-//! the old one are ignored.
+//! the old one are ignored. The same disk carries the state machine's store
+//! ([`MemStoreDisk`]), which loses every write not synced before the crash.
 
 use std::sync::{Arc, Mutex};
 
 use super::{apply_batch_to, InitialState, Storage, StorageError};
+use crate::kv::MemStoreDisk;
 use crate::raft::PersistBatch;
 
 #[derive(Default)]
@@ -18,6 +20,7 @@ struct DiskImage {
 #[derive(Clone, Default)]
 pub struct MemDisk {
     inner: Arc<Mutex<DiskImage>>,
+    store: MemStoreDisk,
 }
 
 impl MemDisk {
@@ -25,7 +28,7 @@ impl MemDisk {
         MemDisk::default()
     }
 
-    /// What a node starting now would load.
+    /// What a node starting now would load from its log.
     pub fn load(&self) -> InitialState {
         self.inner
             .lock()
@@ -33,11 +36,18 @@ impl MemDisk {
             .unwrap_or_default()
     }
 
-    /// The owning node crashed: writes still on their way are dropped.
+    /// The state machine's store on this disk.
+    pub fn store(&self) -> MemStoreDisk {
+        self.store.clone()
+    }
+
+    /// The owning node crashed: writes still on their way are dropped, and the store
+    /// loses what it had not synced.
     pub fn crash(&self) {
         if let Ok(mut d) = self.inner.lock() {
             d.incarnation += 1;
         }
+        self.store.crash();
     }
 
     /// Storage for the node incarnation starting now.

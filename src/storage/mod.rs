@@ -1,29 +1,38 @@
-//! Durable state: the Raft log, term and vote (and, later, snapshots).
+//! Durable Raft state: the log, term and vote.
 //!
-//! [`FileStorage`] keeps everything in an append-only file of checksummed records under
-//! `data_dir`; [`MemStorage`] keeps it in memory for the simulator. Both implement
-//! [`Storage`], the seam the LogStore actor writes through.
+//! [`FileStorage`] keeps them in segment files of checksummed records under
+//! `data_dir/log/`; [`MemStorage`] keeps them in memory for the simulator. Both implement
+//! [`Storage`], the seam the LogStore actor writes through. The state machine's data lives
+//! elsewhere (`crate::kv::store`): the log only has to reach back to what the store holds
+//! durably.
 
 mod file;
 mod mem;
 mod record;
 
-pub use file::FileStorage;
+pub use file::{FileStorage, DEFAULT_SEGMENT_BYTES};
 pub use mem::{MemDisk, MemStorage};
 pub use record::{read_records, RecordReadOutcome, RecordWriter};
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use crate::raft::{Entry, HardState, LogIndex, PersistBatch, Snapshot, Term};
+use crate::raft::{Entry, HardState, LogIndex, LogPoint, PersistBatch};
 
-/// What a node finds on disk when it starts.
+/// What a node finds in its log when it starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InitialState {
     pub hard_state: HardState,
-    /// The newest snapshot, if any; `entries` continue right after it.
-    pub snapshot: Option<Arc<Snapshot>>,
+    /// The log starts after this point (compacted or replaced by a snapshot before it).
+    pub start: LogPoint,
+    /// The entries after `start`, in order.
     pub entries: Vec<Entry>,
+}
+
+impl InitialState {
+    /// Index of the last entry (the start when there is none).
+    pub fn last_index(&self) -> LogIndex {
+        self.entries.last().map_or(self.start.index, |e| e.index)
+    }
 }
 
 /// Storage failed; `path` and `offset` say where.
@@ -41,40 +50,44 @@ pub enum StorageError {
         offset: u64,
         reason: String,
     },
+    #[error("{path}: {reason}")]
+    Unusable { path: PathBuf, reason: String },
     #[error("encoding failed: {0}")]
     Codec(#[from] crate::codec::CodecError),
 }
 
 /// Where the LogStore makes batches durable.
 pub trait Storage: Send + 'static {
-    /// Writes the batch (hard state, truncation, entries, in that order) and syncs it to
-    /// stable storage before returning.
+    /// Writes the batch (compaction, hard state, truncation, entries, in that order) and
+    /// syncs it to stable storage before returning.
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError>;
 
     /// True when `persist` blocks on real I/O and must run off the async threads.
     fn is_blocking(&self) -> bool;
 }
 
-/// Drops the entries a snapshot ending at (`index`, `term`) covers. Entries after it stay
-/// only if they continue from it: the log holds `index` with `term` (Figure 13, step 6), or
-/// already starts right after it.
-pub(crate) fn compact_entries(entries: &mut Vec<Entry>, index: LogIndex, term: Term) {
-    let agrees = match entries.iter().find(|e| e.index == index) {
-        Some(e) => e.term == term,
-        None => entries.first().is_some_and(|e| e.index == index + 1),
-    };
-    if agrees {
-        entries.retain(|e| e.index > index);
+/// Makes the log start after `to` (Figure 13, steps 6-7): entries after it stay only if the
+/// log holds `to` with the same term; otherwise the whole log is discarded. A point at or
+/// before the current start changes nothing.
+pub fn compact_entries(entries: &mut Vec<Entry>, start: &mut LogPoint, to: LogPoint) {
+    if to.index <= start.index {
+        return;
+    }
+    if entries
+        .iter()
+        .any(|e| e.index == to.index && e.term == to.term)
+    {
+        entries.retain(|e| e.index > to.index);
     } else {
         entries.clear();
     }
+    *start = to;
 }
 
 /// Applies `batch` to an in-memory image of durable state (used by MemStorage).
 pub(crate) fn apply_batch_to(state: &mut InitialState, batch: &PersistBatch) {
-    if let Some(snapshot) = &batch.snapshot {
-        compact_entries(&mut state.entries, snapshot.index, snapshot.term);
-        state.snapshot = Some(snapshot.clone());
+    if let Some(to) = batch.compact_to {
+        compact_entries(&mut state.entries, &mut state.start, to);
     }
     if let Some(hs) = batch.hard_state {
         state.hard_state = hs;
@@ -88,4 +101,9 @@ pub(crate) fn apply_batch_to(state: &mut InitialState, batch: &PersistBatch) {
         }
         state.entries.push(e.clone());
     }
+}
+
+/// Makes `state`'s log start after `to` (see [`compact_entries`]).
+pub fn compact_log(state: &mut InitialState, to: LogPoint) {
+    compact_entries(&mut state.entries, &mut state.start, to);
 }

@@ -10,8 +10,6 @@ use std::io::Write;
 
 /// Bytes before each payload.
 pub const HEADER_LEN: usize = 12;
-/// No record is larger than this (the length field is a u32).
-pub const MAX_RECORD_LEN: usize = u32::MAX as usize;
 
 /// Appends framed records to a buffer.
 pub struct RecordWriter<'a> {

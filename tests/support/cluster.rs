@@ -46,6 +46,8 @@ pub struct ClusterOptions {
     pub heartbeat_interval_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub cluster_id: Option<String>,
+    /// Extra `key = value` lines for every node's config.
+    pub extra: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
@@ -58,7 +60,14 @@ impl ClusterOptions {
             heartbeat_interval_ms: Some(30),
             request_timeout_ms: None,
             cluster_id: None,
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds `key = value` to every node's config.
+    pub fn with(mut self, key: &str, value: impl ToString) -> Self {
+        self.extra.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// The node's built-in defaults (elections 300–600 ms, heartbeats every 50 ms).
@@ -70,6 +79,7 @@ impl ClusterOptions {
             heartbeat_interval_ms: None,
             request_timeout_ms: None,
             cluster_id: None,
+            extra: Vec::new(),
         }
     }
 
@@ -229,6 +239,9 @@ impl Cluster {
         }
         if let Some(c) = &o.cluster_id {
             t.push_str(&format!("cluster_id = {}\n", toml_str(c)));
+        }
+        for (key, value) in &o.extra {
+            t.push_str(&format!("{} = {}\n", key, value));
         }
         for p in self.nodes.iter().filter(|p| p.id != id) {
             t.push_str(&format!(

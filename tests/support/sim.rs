@@ -21,7 +21,7 @@ use actix::prelude::*;
 use raftkv::actors::consensus::{GetStatus, NodeStatus, RaftOptions, Shutdown};
 use raftkv::actors::state_machine::{AppliedEntries, Dump};
 use raftkv::http::dispatch;
-use raftkv::kv::{ClientRequest, ClientResponse, KvOp, ReadConsistency};
+use raftkv::kv::{ClientRequest, ClientResponse, KvOp, KvStore, ReadConsistency, StoreDisk};
 use raftkv::net::{Inbound, Transport};
 use raftkv::node::{start_node, NodeDeps, NodeHandle};
 use raftkv::raft::{Entry, LogIndex, Message, NodeId, Term};
@@ -196,7 +196,7 @@ impl World {
             let disk = self.slots.get(&s.id).map(|x| x.disk.load());
             if let Some(disk) = disk {
                 let mut missing = None;
-                let snap = disk.snapshot.as_ref().map_or(0, |x| x.index);
+                let snap = disk.start.index;
                 let first = disk.entries.first().map_or(snap + 1, |e| e.index);
                 for (index, (e, committed_by)) in self.committed.range(snap + 1..) {
                     // Only entries committed in an earlier term must be in this leader's log.
@@ -467,6 +467,8 @@ impl Sim {
         if slot.handle.is_some() {
             return;
         }
+        let (store, applied) = KvStore::open(&StoreDisk::Mem(slot.disk.store()), 4 << 20)
+            .unwrap_or_else(|e| panic!("node {} store does not open: {}", id, e));
         let transport = Arc::new(SimTransport {
             world: self.world.clone(),
             from: id,
@@ -480,10 +482,14 @@ impl Sim {
                 transport,
                 storage: Box::new(slot.disk.storage()),
                 initial: slot.disk.load(),
+                store,
+                applied,
+                threaded: false,
                 seed,
                 observer: Some(self.observer.clone()),
             },
-        );
+        )
+        .unwrap_or_else(|e| panic!("node {} does not start: {}", id, e));
         slot.handle = Some(handle);
     }
 
@@ -717,7 +723,7 @@ impl Sim {
             .get(&id)
             .map(|s| {
                 let d = s.disk.load();
-                (d.snapshot.as_ref().map_or(0, |x| x.index), d.entries.len())
+                (d.start.index, d.entries.len())
             })
             .unwrap_or((0, 0))
     }
@@ -728,11 +734,7 @@ impl Sim {
             .get(&id)
             .map(|s| {
                 let d = s.disk.load();
-                d.entries
-                    .last()
-                    .map(|e| e.index)
-                    .or(d.snapshot.as_ref().map(|x| x.index))
-                    .unwrap_or(0)
+                d.last_index()
             })
             .unwrap_or(0)
     }

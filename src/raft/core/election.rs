@@ -237,6 +237,7 @@ impl RaftCore {
         self.leader_id = Some(self.id);
         self.votes.clear();
         self.peer_match.clear();
+        self.snapshot_pins.clear();
         self.peer_read_ack.clear();
         self.recent_active.clear();
         self.round_inflight = false;
@@ -290,6 +291,7 @@ impl RaftCore {
             self.persist_hard_state();
         }
         if self.role == Role::Leader {
+            self.snapshot_pins.clear();
             self.effects.push(Effect::SteppedDown);
             for read in self.pending_reads.drain(..) {
                 self.effects.push(Effect::ReadFailed { id: read.id });

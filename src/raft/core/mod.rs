@@ -6,17 +6,14 @@
 //! outbox until the LogStore reports the batch fsync'd, which makes "persist before you
 //! answer" a property of this file rather than of every call site.
 
+use log::{debug, error, info, warn};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::sync::Arc;
-
-use log::{debug, error, info, warn};
 
 use super::log::RaftLog;
 use super::message::{Message, RejectHint};
 use super::quorum::{quorum_size, quorum_value};
-use super::types::{Entry, HardState, LogIndex, NodeId, Payload, Snapshot, Term};
-use crate::codec;
+use super::types::{Entry, HardState, LogIndex, LogPoint, NodeId, Payload, Term};
 
 mod election;
 mod persist;
@@ -44,15 +41,15 @@ impl fmt::Display for Role {
     }
 }
 
-/// Changes to make durable together, in this order: the snapshot (written, synced and
-/// renamed into place before the log entries it covers are dropped), the hard state, the
+/// Changes to make durable together, in this order: the compaction, the hard state, the
 /// truncation, then the appended entries (one fsync for all of them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PersistBatch {
     pub seq: u64,
-    /// A snapshot to store; log entries up to its index are then dropped (entries after it
-    /// are kept only if the log holds its last entry with the same term, Figure 13 step 6).
-    pub snapshot: Option<Arc<Snapshot>>,
+    /// The log now starts after this point: entries up to it are dropped (entries after it
+    /// are kept only if the log holds it with the same term, Figure 13 step 6). The state
+    /// machine's store holds everything up to it durably.
+    pub compact_to: Option<LogPoint>,
     pub hard_state: Option<HardState>,
     /// Remove every durable entry with index >= this before appending.
     pub truncate_from: Option<LogIndex>,
@@ -63,7 +60,7 @@ pub struct PersistBatch {
 
 impl PersistBatch {
     fn is_empty(&self) -> bool {
-        self.snapshot.is_none()
+        self.compact_to.is_none()
             && self.hard_state.is_none()
             && self.truncate_from.is_none()
             && self.entries.is_empty()
@@ -95,8 +92,16 @@ pub enum Effect {
     ReadFailed { id: ReadId },
     /// Send a heartbeat to every peer now, tagged with this read round.
     BroadcastHeartbeat { read_seq: u64 },
-    /// Replace the state machine with this snapshot (received from the leader).
-    RestoreStateMachine(Arc<Snapshot>),
+    /// Hand a chunk of the leader's snapshot to the state machine, which answers with how
+    /// much it has stored and whether the snapshot is installed (`on_snapshot_chunk`).
+    InstallChunk {
+        from: NodeId,
+        snapshot: LogPoint,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+        read_seq: u64,
+    },
 }
 
 /// A snapshot of the core for `/status`.
@@ -120,8 +125,9 @@ pub enum LogSlice {
         entries: Vec<Entry>,
         leader_commit: LogIndex,
     },
-    /// The entries before `next_index` are compacted: the follower needs this snapshot.
-    NeedSnapshot(Arc<Snapshot>),
+    /// The entries before `next_index` are compacted: the follower needs a snapshot of
+    /// the state machine.
+    NeedSnapshot,
     /// This node no longer leads in the asking Replicator's term.
     NotLeader,
 }
@@ -170,27 +176,31 @@ pub struct RaftCore {
     pending_floor: Option<LogIndex>,
     outbox: VecDeque<(u64, NodeId, Message)>,
 
-    /// The newest durable snapshot (what a Replicator sends to a lagging follower).
-    snapshot: Option<Arc<Snapshot>>,
-    /// A local snapshot being persisted: compact the in-memory log once batch `.0` is durable.
-    compact_on_persist: Option<(u64, Arc<Snapshot>)>,
-    /// Chunks of a snapshot being received: (index, term, bytes so far).
-    incoming: Option<(LogIndex, Term, Vec<u8>)>,
+    // Compaction: the state machine's store is the snapshot. The log keeps `log_tail`
+    // entries below what the store holds durably, for followers that lag a little.
+    log_tail: u64,
+    /// Highest index the state machine's store holds durably.
+    store_durable: LogIndex,
+    /// Snapshots being streamed to peers (leader only): the log is not compacted past
+    /// their index, so the follower can continue from the log once it has installed one.
+    snapshot_pins: BTreeMap<NodeId, LogIndex>,
 
     effects: Vec<Effect>,
 }
 
 impl RaftCore {
-    /// A server restarting from its durable `hard_state`, `log` and `snapshot` (all empty on
-    /// first start). The log must start right after the snapshot.
+    /// A server restarting from its durable `hard_state` and `log` (empty on first start),
+    /// with a state machine that has applied everything up to `applied` (at or after the
+    /// log's start, at most its last index).
     pub fn new(
         id: NodeId,
         peers: Vec<NodeId>,
         hard_state: HardState,
         log: RaftLog,
-        snapshot: Option<Arc<Snapshot>>,
+        applied: LogIndex,
     ) -> Self {
-        let snapshot_index = log.snapshot_index();
+        // Applied entries were committed; the store holds them durably.
+        let snapshot_index = log.snapshot_index().max(applied.min(log.last_index()));
         let last = log.last_index();
         RaftCore {
             id,
@@ -219,11 +229,17 @@ impl RaftCore {
             durable_last_index: last,
             pending_floor: None,
             outbox: VecDeque::new(),
-            snapshot,
-            compact_on_persist: None,
-            incoming: None,
+            log_tail: 10_000,
+            store_durable: snapshot_index,
+            snapshot_pins: BTreeMap::new(),
             effects: Vec::new(),
         }
+    }
+
+    /// Keep this many entries below the store's durable index when compacting.
+    pub fn with_log_tail(mut self, entries: u64) -> Self {
+        self.log_tail = entries;
+        self
     }
 
     // ----- accessors -----
@@ -365,7 +381,10 @@ impl RaftCore {
                 from,
                 term,
                 leader_id,
-                (last_included_index, last_included_term),
+                LogPoint {
+                    index: last_included_index,
+                    term: last_included_term,
+                },
                 offset,
                 data,
                 done,
@@ -400,23 +419,6 @@ impl RaftCore {
         if let Some(floor) = self.pending_floor {
             self.durable_last_index = self.durable_last_index.min(floor);
         }
-        if let Some((at, snapshot)) = self.compact_on_persist.take() {
-            if at == seq {
-                if snapshot.index > self.log.snapshot_index() {
-                    self.log.compact_to(snapshot.index, snapshot.term);
-                    info!(
-                        "[node {} term {}] snapshot at index {} is durable: log compacted, {} entries kept",
-                        self.id,
-                        self.current_term,
-                        snapshot.index,
-                        self.log.len()
-                    );
-                    self.snapshot = Some(snapshot);
-                }
-            } else {
-                self.compact_on_persist = Some((at, snapshot));
-            }
-        }
         while let Some((req, _, _)) = self.outbox.front() {
             if *req > self.durable_seq {
                 break;
@@ -439,10 +441,15 @@ impl RaftCore {
         peer: NodeId,
         match_index: LogIndex,
         read_seq: u64,
+        sending_snapshot: Option<LogIndex>,
     ) -> Vec<Effect> {
         if self.role != Role::Leader || term != self.current_term {
             return Vec::new();
         }
+        match sending_snapshot {
+            Some(index) => self.snapshot_pins.insert(peer, index),
+            None => self.snapshot_pins.remove(&peer),
+        };
         let m = self.peer_match.entry(peer).or_insert(0);
         *m = (*m).max(match_index);
         let r = self.peer_read_ack.entry(peer).or_insert(0);
@@ -487,40 +494,12 @@ impl RaftCore {
         (true, self.finish())
     }
 
-    /// The state machine took `snapshot` of everything applied up to its index: store it,
-    /// then drop the log entries it covers. Returns false if it is not newer than the
-    /// current one or another snapshot is still being stored.
-    pub fn on_snapshot_taken(&mut self, snapshot: Snapshot) -> (bool, Vec<Effect>) {
-        let newest = self
-            .log
-            .snapshot_index()
-            .max(self.compact_on_persist.as_ref().map_or(0, |c| c.1.index));
-        if snapshot.index <= newest
-            || self.compact_on_persist.is_some()
-            || snapshot.index > self.commit_index
-            || self.log.term_at(snapshot.index) != Some(snapshot.term)
-        {
-            return (false, Vec::new());
-        }
-        info!(
-            "[node {} term {}] taking snapshot at index {} (term {}, {} keys)",
-            self.id,
-            self.current_term,
-            snapshot.index,
-            snapshot.term,
-            snapshot.kv.len()
-        );
-        let snapshot = Arc::new(snapshot);
-        let batch = self.pending_batch();
-        batch.snapshot = Some(snapshot.clone());
-        let seq = batch.seq;
-        self.compact_on_persist = Some((seq, snapshot));
-        (true, self.finish())
-    }
-
-    /// The newest durable snapshot.
-    pub fn snapshot(&self) -> Option<&Arc<Snapshot>> {
-        self.snapshot.as_ref()
+    /// The state machine's store now holds everything up to `index` durably: the log
+    /// below it (minus the tail) is no longer needed.
+    pub fn on_store_durable(&mut self, index: LogIndex) -> Vec<Effect> {
+        self.store_durable = self.store_durable.max(index);
+        self.maybe_compact();
+        self.finish()
     }
 
     /// What the Replicator of a leader in `term` should send from `next_index` on.
@@ -543,10 +522,7 @@ impl RaftCore {
                 entries: self.log.slice(next_index, max_entries, max_bytes),
                 leader_commit: self.commit_index,
             },
-            None => match &self.snapshot {
-                Some(s) => LogSlice::NeedSnapshot(s.clone()),
-                None => LogSlice::NotLeader,
-            },
+            None => LogSlice::NeedSnapshot,
         }
     }
 

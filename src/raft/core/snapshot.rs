@@ -1,35 +1,28 @@
-//! InstallSnapshot on the follower side (Figure 13).
+//! Snapshots and compaction (Figure 13). The state machine's store *is* the snapshot: a
+//! leader streams a consistent read view of it to a follower whose next entries are
+//! compacted away, and the log is compacted up to what the store holds durably.
 
 use super::*;
 
 impl RaftCore {
-    /// InstallSnapshot (Figure 13): chunks are assembled in order; a complete snapshot
-    /// newer than our commit index replaces the state machine and the log it covers.
+    /// InstallSnapshot (Figure 13), one chunk. The core decides whether the sender is the
+    /// leader to obey; the bytes go to the state machine, which assembles the new store
+    /// beside the old one and reports back through `on_snapshot_chunk`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn handle_install_snapshot(
         &mut self,
         from: NodeId,
         term: Term,
         leader_id: NodeId,
-        (index, snap_term): (LogIndex, Term),
+        snapshot: LogPoint,
         offset: u64,
         data: Vec<u8>,
         done: bool,
         read_seq: u64,
     ) {
-        let reply = |core: &mut RaftCore, next_offset: u64, installed: bool| {
-            let msg = Message::InstallSnapshotResponse {
-                term: core.current_term,
-                last_included_index: index,
-                next_offset,
-                installed,
-                read_seq,
-            };
-            core.send(from, msg);
-        };
         // Figure 13 rule 1: reply immediately if term < currentTerm.
         if term < self.current_term {
-            reply(self, 0, false);
+            self.reply_snapshot(from, snapshot.index, 0, false, read_seq);
             return;
         }
         if !self.accept_leader(from, term, leader_id, "InstallSnapshot") {
@@ -37,103 +30,124 @@ impl RaftCore {
         }
         // A snapshot we already cover (committed entries are never lost) is acknowledged
         // without being installed.
-        if index <= self.commit_index {
-            self.incoming = None;
-            reply(self, 0, true);
+        if snapshot.index <= self.commit_index {
+            self.reply_snapshot(from, snapshot.index, 0, true, read_seq);
             return;
         }
-        // Rules 2-4: a chunk at offset 0 starts a new snapshot; others must continue it.
-        let buf = match (&mut self.incoming, offset) {
-            (_, 0) => {
-                self.incoming = Some((index, snap_term, Vec::new()));
-                self.incoming.as_mut().map(|x| &mut x.2)
-            }
-            (Some((i, t, buf)), off)
-                if *i == index && *t == snap_term && buf.len() as u64 == off =>
-            {
-                Some(buf)
-            }
-            _ => None,
-        };
-        let Some(buf) = buf else {
-            let have = match &self.incoming {
-                Some((i, t, b)) if *i == index && *t == snap_term => b.len() as u64,
-                _ => 0,
-            };
-            reply(self, have, false);
-            return;
-        };
-        buf.extend_from_slice(&data);
-        let len = buf.len() as u64;
-        if !done {
-            reply(self, len, false);
-            return;
-        }
-        let Some((_, _, bytes)) = self.incoming.take() else {
-            return;
-        };
-        let kv = match codec::decode(&bytes) {
-            Ok(kv) => kv,
-            Err(e) => {
-                warn!(
-                    "[node {} term {}] snapshot at {} from node {} does not decode: {}",
-                    self.id, self.current_term, index, from, e
-                );
-                reply(self, 0, false);
-                return;
-            }
-        };
-        let snapshot = Arc::new(Snapshot {
-            index,
-            term: snap_term,
-            members: self.members(),
-            kv,
-        });
-        info!(
-            "[node {} term {}] installs snapshot from node {} at index {} (term {}); log was {}..={}",
-            self.id,
-            self.current_term,
+        // Rules 2-5 (chunk offsets, assembling, done) are the state machine's.
+        self.effects.push(Effect::InstallChunk {
             from,
-            index,
-            snap_term,
-            self.log.snapshot_index() + 1,
-            self.log.last_index()
-        );
-        // Rules 6-7: keep entries after the snapshot only if our log agrees at its end.
-        self.log.compact_to(index, snap_term);
-        self.pending_batch();
-        if let Some(batch) = self.pending.as_mut() {
-            batch.snapshot = Some(snapshot.clone());
-            // Entries still waiting to be written survive only if the log kept them; if
-            // the log was discarded, durable entries after the snapshot go too.
-            let log = &self.log;
-            batch
-                .entries
-                .retain(|e| e.index > index && log.term_at(e.index) == Some(e.term));
-            if log.last_index() == index {
-                batch.truncate_from =
-                    Some(batch.truncate_from.map_or(index + 1, |t| t.min(index + 1)));
-            }
-        }
-        self.lower_durable_floor(index);
-        if self.compact_on_persist.take().is_some() {
-            debug!(
-                "[node {} term {}] local snapshot superseded",
-                self.id, self.current_term
-            );
-        }
-        self.snapshot = Some(snapshot.clone());
-        // Rule 8: reset the state machine from the snapshot.
-        self.commit_index = self.commit_index.max(index);
-        self.applied_sent = self.applied_sent.max(index);
-        self.effects.push(Effect::RestoreStateMachine(snapshot));
-        reply(self, len, true);
+            snapshot,
+            offset,
+            data,
+            done,
+            read_seq,
+        });
     }
 
-    pub(super) fn members(&self) -> Vec<NodeId> {
-        let mut m = self.peers.clone();
-        m.push(self.id);
-        m.sort_unstable();
-        m
+    /// The state machine stored a chunk of `snapshot` from `from`: it holds `next_offset`
+    /// bytes of it, and `installed` says the new store is in place (durably, replacing the
+    /// old one). The answer to the leader leaves once the log agrees with the new store.
+    pub fn on_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        snapshot: LogPoint,
+        next_offset: u64,
+        installed: bool,
+        read_seq: u64,
+    ) -> Vec<Effect> {
+        if installed && snapshot.index > self.commit_index {
+            info!(
+                "[node {} term {}] installed snapshot from node {} at index {} (term {}); log was {}..={}",
+                self.id,
+                self.current_term,
+                from,
+                snapshot.index,
+                snapshot.term,
+                self.log.snapshot_index() + 1,
+                self.log.last_index()
+            );
+            // Rules 6-7: keep entries after the snapshot only if our log agrees at its end.
+            self.log.compact_to(snapshot.index, snapshot.term);
+            self.pending_batch();
+            if let Some(batch) = self.pending.as_mut() {
+                if batch.compact_to.is_none_or(|c| c.index < snapshot.index) {
+                    batch.compact_to = Some(snapshot);
+                }
+                // Entries still waiting to be written survive only if the log kept them;
+                // if the log was discarded, durable entries after the snapshot go too.
+                let log = &self.log;
+                batch
+                    .entries
+                    .retain(|e| e.index > snapshot.index && log.term_at(e.index) == Some(e.term));
+                if log.last_index() == snapshot.index {
+                    batch.truncate_from = Some(
+                        batch
+                            .truncate_from
+                            .map_or(snapshot.index + 1, |t| t.min(snapshot.index + 1)),
+                    );
+                }
+            }
+            self.lower_durable_floor(snapshot.index);
+            // Rule 8: the state machine already holds the snapshot's state.
+            self.commit_index = self.commit_index.max(snapshot.index);
+            self.applied_sent = self.applied_sent.max(snapshot.index);
+            self.store_durable = self.store_durable.max(snapshot.index);
+        }
+        self.reply_snapshot(from, snapshot.index, next_offset, installed, read_seq);
+        self.finish()
+    }
+
+    fn reply_snapshot(
+        &mut self,
+        to: NodeId,
+        last_included_index: LogIndex,
+        next_offset: u64,
+        installed: bool,
+        read_seq: u64,
+    ) {
+        let msg = Message::InstallSnapshotResponse {
+            term: self.current_term,
+            last_included_index,
+            next_offset,
+            installed,
+            read_seq,
+        };
+        self.send(to, msg);
+    }
+
+    /// Drops log entries the store holds durably, keeping `log_tail` of them for followers
+    /// that lag a little, and never past a snapshot being streamed to a peer (it continues
+    /// from the log after that snapshot). Only entries durable in the log itself are
+    /// dropped, so the pending batch never holds entries below the compaction point.
+    pub(super) fn maybe_compact(&mut self) {
+        let mut point = self
+            .store_durable
+            .min(self.durable_last_index)
+            .min(self.commit_index)
+            .saturating_sub(self.log_tail);
+        if let Some(pin) = self.snapshot_pins.values().min() {
+            point = point.min(*pin);
+        }
+        // Compacting a handful of entries at a time is not worth a record.
+        let step = (self.log_tail / 8).max(1);
+        if point < self.log.snapshot_index() + step {
+            return;
+        }
+        let Some(term) = self.log.term_at(point) else {
+            return;
+        };
+        self.log.compact_to(point, term);
+        debug!(
+            "[node {} term {}] log compacted to index {} ({} entries kept)",
+            self.id,
+            self.current_term,
+            point,
+            self.log.len()
+        );
+        let batch = self.pending_batch();
+        if batch.compact_to.is_none_or(|c| c.index < point) {
+            batch.compact_to = Some(LogPoint { index: point, term });
+        }
     }
 }

@@ -1,0 +1,228 @@
+use super::*;
+use crate::kv::{ClientSession, MemStoreDisk};
+
+fn put(k: &str, v: &str, session: Option<(&str, u64)>) -> Command {
+    Command {
+        op: KvOp::Put {
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+        },
+        session: session.map(|(c, seq)| ClientSession {
+            client_id: c.into(),
+            seq,
+        }),
+    }
+}
+
+fn item(index: LogIndex, cmd: &Command) -> ApplyItem<'_> {
+    ApplyItem {
+        index,
+        term: 1,
+        command: Some(cmd),
+    }
+}
+
+fn mem() -> (MemStoreDisk, StoreDisk) {
+    let m = MemStoreDisk::default();
+    (m.clone(), StoreDisk::Mem(m))
+}
+
+#[test]
+fn put_get_delete_and_applied_point_move_together() {
+    let (_, disk) = mem();
+    let (mut kv, applied) = KvStore::open(&disk, 1 << 20).unwrap();
+    assert_eq!(applied, LogPoint::default());
+    let a = put("a", "1", None);
+    let del = Command {
+        op: KvOp::Delete { key: "a".into() },
+        session: None,
+    };
+    let r = kv
+        .apply(&[item(1, &a), item(2, &del), item(3, &del)], false)
+        .unwrap();
+    assert_eq!(r[0], Some((ApplyResult::Put, 1)));
+    assert_eq!(r[1], Some((ApplyResult::Deleted { existed: true }, 2)));
+    assert_eq!(r[2], Some((ApplyResult::Deleted { existed: false }, 3)));
+    assert_eq!(kv.get("a").unwrap(), None);
+    assert_eq!(kv.applied().unwrap(), LogPoint { index: 3, term: 1 });
+}
+
+#[test]
+fn retried_request_applies_once_and_old_sessions_are_evicted_by_log_index() {
+    let (_, disk) = mem();
+    let (kv, _) = KvStore::open(&disk, 1 << 20).unwrap();
+    let mut kv = kv.with_max_sessions(2);
+    let first = put("a", "1", Some(("c", 1)));
+    kv.apply(&[item(1, &first), item(2, &put("a", "2", None))], false)
+        .unwrap();
+    // The retry of seq 1 arrives after another write: it must not apply again.
+    let r = kv.apply(&[item(3, &first)], false).unwrap();
+    assert_eq!(r[0], Some((ApplyResult::Put, 1)), "the original index");
+    assert_eq!(kv.get("a").unwrap(), Some(b"2".to_vec()));
+    kv.apply(
+        &[
+            item(4, &put("x", "1", Some(("d", 1)))),
+            item(5, &put("y", "1", Some(("e", 1)))),
+        ],
+        false,
+    )
+    .unwrap();
+    assert!(kv.session("c").unwrap().is_none(), "c was used longest ago");
+    assert!(kv.session("d").unwrap().is_some());
+}
+
+#[test]
+fn crash_loses_unsynced_commits_and_replay_restores_them() {
+    let (m, disk) = mem();
+    let (mut kv, _) = KvStore::open(&disk, 1 << 20).unwrap();
+    let w1 = put("k", "1", Some(("c", 1)));
+    let w2 = put("k", "2", Some(("c", 2)));
+    kv.apply(&[item(1, &w1)], true).unwrap();
+    kv.apply(&[item(2, &w2)], false).unwrap();
+    // The process dies: no clean close.
+    m.crash();
+    drop(kv);
+    let (mut kv, applied) = KvStore::open(&disk, 1 << 20).unwrap();
+    assert_eq!(applied.index, 1, "the unsynced commit is gone");
+    assert_eq!(kv.get("k").unwrap(), Some(b"1".to_vec()));
+    // Replaying the log from the durable point gives the same state and session table,
+    // and replaying an entry twice changes nothing.
+    kv.apply(&[item(2, &w2)], false).unwrap();
+    let again = kv.apply(&[item(2, &w2)], false).unwrap();
+    assert_eq!(again[0], Some((ApplyResult::Put, 2)));
+    assert_eq!(kv.get("k").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(kv.session("c").unwrap().map(|s| s.last_seq), Some(2));
+}
+
+fn filled(n: usize) -> (MemStoreDisk, KvStore) {
+    let (m, disk) = mem();
+    let (mut kv, _) = KvStore::open(&disk, 1 << 20).unwrap();
+    let cmds: Vec<Command> = (0..n)
+        .map(|i| {
+            put(
+                &format!("key{:05}", i),
+                &"v".repeat(100),
+                Some(("c", i as u64 + 1)),
+            )
+        })
+        .collect();
+    let items: Vec<ApplyItem> = cmds
+        .iter()
+        .enumerate()
+        .map(|(i, c)| item(i as u64 + 1, c))
+        .collect();
+    kv.apply(&items, true).unwrap();
+    (m, kv)
+}
+
+#[test]
+fn snapshot_stream_installs_beside_the_old_store_and_swaps() {
+    let (_, source) = filled(500);
+    let reader = source.snapshot_reader().unwrap();
+    assert_eq!(reader.point.index, 500);
+    // Writes after the read view began are not in the snapshot.
+    let mut source = source;
+    source
+        .apply(&[item(501, &put("late", "x", None))], false)
+        .unwrap();
+    let mut chunks = Vec::new();
+    reader
+        .produce(4096, |c, last| {
+            chunks.push((c, last));
+            true
+        })
+        .unwrap();
+    assert!(chunks.len() > 5);
+    assert!(chunks.iter().rev().skip(1).all(|(_, last)| !last));
+    assert!(chunks.last().is_some_and(|(_, last)| *last));
+
+    let (target_mem, target) = filled(3);
+    let mut inst = target
+        .begin_install(LogPoint {
+            index: 500,
+            term: 1,
+        })
+        .unwrap();
+    for (c, _) in &chunks {
+        inst.write_chunk(c).unwrap();
+    }
+    // Until it is finished the old state stands, also across a crash.
+    assert_eq!(target.applied().unwrap().index, 3);
+    let installed = inst.finish().unwrap();
+    drop(target);
+    assert_eq!(
+        installed.applied().unwrap(),
+        LogPoint {
+            index: 500,
+            term: 1
+        }
+    );
+    assert_eq!(installed.key_count().unwrap(), 500);
+    assert_eq!(installed.get("late").unwrap(), None);
+    assert_eq!(
+        installed.session("c").unwrap().map(|s| s.last_seq),
+        Some(500)
+    );
+    drop(installed);
+    target_mem.crash();
+    let (after_crash, applied) = KvStore::open(&StoreDisk::Mem(target_mem), 1 << 20).unwrap();
+    assert_eq!(applied.index, 500, "the swap was durable");
+    assert_eq!(after_crash.key_count().unwrap(), 500);
+}
+
+#[test]
+fn crash_during_install_leaves_the_old_store() {
+    let (_, source) = filled(200);
+    let mut chunks = Vec::new();
+    source
+        .snapshot_reader()
+        .unwrap()
+        .produce(4096, |c, _| {
+            chunks.push(c);
+            true
+        })
+        .unwrap();
+    let (m, target) = filled(7);
+    let mut inst = target
+        .begin_install(LogPoint {
+            index: 200,
+            term: 1,
+        })
+        .unwrap();
+    inst.write_chunk(&chunks[0]).unwrap();
+    drop(inst);
+    drop(target);
+    m.crash();
+    let (kv, applied) = KvStore::open(&StoreDisk::Mem(m), 1 << 20).unwrap();
+    assert_eq!(applied.index, 7);
+    assert_eq!(kv.key_count().unwrap(), 7);
+}
+
+#[test]
+fn garbage_chunk_is_an_error_not_a_panic() {
+    let (_, kv) = filled(1);
+    let mut inst = kv.begin_install(LogPoint { index: 9, term: 1 }).unwrap();
+    assert!(inst.write_chunk(&[0xff; 64]).is_err());
+    inst.abandon();
+}
+
+#[test]
+fn file_store_survives_reopen_and_refuses_a_damaged_file() {
+    let dir = std::env::temp_dir().join(format!("raftkv-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = StoreDisk::Dir(dir.clone());
+    {
+        let (mut kv, _) = KvStore::open(&disk, 1 << 20).unwrap();
+        kv.apply(&[item(1, &put("a", "1", None))], true).unwrap();
+    }
+    let (kv, applied) = KvStore::open(&disk, 1 << 20).unwrap();
+    assert_eq!(applied.index, 1);
+    assert_eq!(kv.get("a").unwrap(), Some(b"1".to_vec()));
+    drop(kv);
+    let path = dir.join(crate::kv::STORE_FILE);
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let err = KvStore::open(&disk, 1 << 20).unwrap_err();
+    assert!(err.path.contains("store.redb"), "{}", err);
+    let _ = std::fs::remove_dir_all(&dir);
+}
