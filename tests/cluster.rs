@@ -667,7 +667,7 @@ fn damaged_data_files_are_reported_and_a_torn_tail_is_dropped() {
         name,
         text
     );
-    std::fs::write(&victim_segment, &bad[..0]).unwrap();
+    c.kill(victim); // reap the exited process
     std::fs::remove_dir_all(dir.join("log")).unwrap();
 
     // A store file that is not a store: refused, naming the file.
@@ -684,6 +684,7 @@ fn damaged_data_files_are_reported_and_a_torn_tail_is_dropped() {
     );
 
     // A data directory of the old format: refused with what to do.
+    c.kill(victim);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("raft.log"), b"old").unwrap();

@@ -22,11 +22,12 @@ fn small_tail(nodes: usize) -> ClusterOptions {
 fn fill(c: &Cluster, via: &[u64], prefix: &str, n: usize, value_bytes: usize) {
     let mut client = c.client(via, &c.unique_client_id(prefix));
     for i in 0..n {
-        let value = format!("{}-{}-", prefix, i).repeat(value_bytes / 8 + 1);
-        match client.put(
-            &format!("{}-{:05}", prefix, i),
-            &value.as_bytes()[..value_bytes],
-        ) {
+        let value: Vec<u8> = format!("{}-{}-", prefix, i)
+            .bytes()
+            .cycle()
+            .take(value_bytes)
+            .collect();
+        match client.put(&format!("{}-{:05}", prefix, i), &value) {
             KvResult::Ok(_) => {}
             r => panic!("fill write {} not acknowledged: {:?}", i, r),
         }

@@ -305,6 +305,7 @@ impl Consensus {
                     data,
                     done,
                     read_seq,
+                    stream,
                 } => self.state_machine.do_send(InstallChunk {
                     from,
                     snapshot,
@@ -312,6 +313,7 @@ impl Consensus {
                     data,
                     done,
                     read_seq,
+                    stream,
                 }),
                 Effect::BroadcastHeartbeat { read_seq } => {
                     for r in self.replicators.values() {
@@ -642,7 +644,7 @@ impl Handler<ChunkStored> for Consensus {
             msg.snapshot,
             msg.next_offset,
             msg.installed,
-            msg.read_seq,
+            (msg.read_seq, msg.stream),
         );
         self.run(effects, ctx);
     }

@@ -180,7 +180,13 @@ impl Replicator {
         self.transfer_seq += 1;
         let now = Instant::now();
         self.snapshot = Some(Transfer {
-            send: SnapshotSend::new(stream.point, self.limits.snapshot_window),
+            // Unique per leader term and transfer, so the follower tells a new transfer
+            // from a resent chunk of the current one.
+            send: SnapshotSend::new(
+                stream.point,
+                (self.term << 32) | (self.transfer_seq & 0xffff_ffff),
+                self.limits.snapshot_window,
+            ),
             seq: self.transfer_seq,
             chunks: Some(stream.chunks),
             broken: false,
@@ -212,6 +218,7 @@ impl Replicator {
                 data: chunk.data,
                 done: chunk.last,
                 read_seq: self.read_seq,
+                stream: t.send.stream,
             },
         );
     }
@@ -476,6 +483,7 @@ impl Handler<PeerResponse> for Replicator {
         if let Message::InstallSnapshotResponse {
             term,
             last_included_index,
+            stream,
             next_offset,
             installed,
             read_seq,
@@ -487,7 +495,7 @@ impl Handler<PeerResponse> for Replicator {
             let reply = self
                 .snapshot
                 .as_mut()
-                .filter(|t| t.send.point.index == last_included_index)
+                .filter(|t| t.send.point.index == last_included_index && t.send.stream == stream)
                 .map(|t| {
                     let before = t.send.acked();
                     let reply = t.send.on_response(next_offset, installed);

@@ -70,6 +70,7 @@ pub struct InstallChunk {
     pub data: Vec<u8>,
     pub done: bool,
     pub read_seq: u64,
+    pub stream: u64,
 }
 
 /// The answer to an [`InstallChunk`], for the consensus core.
@@ -83,6 +84,7 @@ pub struct ChunkStored {
     /// The new store is in place, durably.
     pub installed: bool,
     pub read_seq: u64,
+    pub stream: u64,
 }
 
 /// A Replicator asks for a snapshot stream of everything applied so far.
@@ -200,8 +202,8 @@ pub struct StateMachine {
     reads: BTreeMap<LogIndex, Vec<(String, oneshot::Sender<ClientResponse>)>>,
     links: Option<StateMachineLinks>,
     observer: Option<Recipient<AppliedEntries>>,
-    /// A snapshot being received from a leader.
-    install: Option<Installer>,
+    /// A snapshot being received from a leader, with the transfer's stream id.
+    install: Option<(u64, Installer)>,
     install_logged: u64,
     /// Stop the arbiter this actor runs on when it stops.
     own_arbiter: bool,
@@ -329,6 +331,7 @@ impl StateMachine {
                 next_offset,
                 installed,
                 read_seq: msg.read_seq,
+                stream: msg.stream,
             });
         }
     }
@@ -398,7 +401,7 @@ impl Actor for StateMachine {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Some(i) = self.install.take() {
+        if let Some((_, i)) = self.install.take() {
             i.abandon();
         }
         if self.own_arbiter {
@@ -517,14 +520,19 @@ impl Handler<InstallChunk> for StateMachine {
 
     fn handle(&mut self, msg: InstallChunk, ctx: &mut Context<Self>) {
         if msg.snapshot.index <= self.last_applied {
-            if let Some(i) = self.install.take() {
+            if let Some((_, i)) = self.install.take() {
                 i.abandon();
             }
             self.reply_chunk(&msg, 0, true);
             return;
         }
-        if msg.offset == 0 && !msg.data.is_empty() {
-            if let Some(i) = self.install.take() {
+        let current = self
+            .install
+            .as_ref()
+            .is_some_and(|(stream, i)| *stream == msg.stream && i.point == msg.snapshot);
+        if !current && msg.offset == 0 && !msg.data.is_empty() {
+            // The first chunk of a new transfer: start over beside the current store.
+            if let Some((_, i)) = self.install.take() {
                 i.abandon();
             }
             match self.store.begin_install(msg.snapshot) {
@@ -534,7 +542,7 @@ impl Handler<InstallChunk> for StateMachine {
                         self.node_id, msg.snapshot.index, msg.snapshot.term, msg.from
                     );
                     self.install_logged = 0;
-                    self.install = Some(i);
+                    self.install = Some((msg.stream, i));
                 }
                 Err(e) => {
                     self.fatal(&format!("cannot start a snapshot install: {}", e), ctx);
@@ -542,11 +550,13 @@ impl Handler<InstallChunk> for StateMachine {
                 }
             }
         }
-        let Some(inst) = self.install.as_mut() else {
+        let Some((stream, inst)) = self.install.as_mut() else {
             self.reply_chunk(&msg, 0, false);
             return;
         };
-        if inst.point != msg.snapshot {
+        if *stream != msg.stream || inst.point != msg.snapshot {
+            // A chunk of a transfer this node is not installing (it restarted, or the
+            // first chunk was lost): the leader starts over.
             self.reply_chunk(&msg, 0, false);
             return;
         }
@@ -562,7 +572,7 @@ impl Handler<InstallChunk> for StateMachine {
                     "[node {}] snapshot chunk at offset {} from node {} rejected: {}; starting over",
                     self.node_id, msg.offset, msg.from, e
                 );
-                if let Some(i) = self.install.take() {
+                if let Some((_, i)) = self.install.take() {
                     i.abandon();
                 }
                 self.reply_chunk(&msg, 0, false);
@@ -583,7 +593,7 @@ impl Handler<InstallChunk> for StateMachine {
             self.reply_chunk(&msg, received, false);
             return;
         }
-        let Some(installer) = self.install.take() else {
+        let Some((_, installer)) = self.install.take() else {
             return;
         };
         if self.finish_install(installer, ctx) {

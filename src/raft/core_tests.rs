@@ -515,6 +515,7 @@ fn install(term: Term, index: LogIndex, snap_term: Term) -> Message {
         data: vec![1, 2, 3],
         done: true,
         read_seq: 0,
+        stream: 7,
     }
 }
 
@@ -531,7 +532,7 @@ fn install_and_store(
         _ => None,
     });
     if let Some((point, len)) = chunk {
-        e.extend(n.on_snapshot_chunk(1, point, len, true, 0));
+        e.extend(n.on_snapshot_chunk(1, point, len, true, (0, 7)));
     }
     e
 }
@@ -636,7 +637,7 @@ fn chunks_go_to_the_state_machine_and_partial_progress_is_answered_at_once() {
     assert!(e
         .iter()
         .any(|x| matches!(x, Effect::InstallChunk { done: false, .. })));
-    let e = n.on_snapshot_chunk(1, LogPoint { index: 20, term: 1 }, 3, false, 0);
+    let e = n.on_snapshot_chunk(1, LogPoint { index: 20, term: 1 }, 3, false, (0, 7));
     assert!(sent(&e).iter().any(|(_, m)| matches!(
         m,
         Message::InstallSnapshotResponse {

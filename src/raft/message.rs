@@ -74,10 +74,15 @@ pub enum Message {
         data: Vec<u8>,
         done: bool,
         read_seq: u64,
+        /// Identifies one transfer: a chunk at offset 0 of a new stream starts the install
+        /// over, a resent one of the stream being installed does not.
+        stream: u64,
     },
     InstallSnapshotResponse {
         term: Term,
         last_included_index: LogIndex,
+        /// The transfer this answers (echoed), so answers to an abandoned one are ignored.
+        stream: u64,
         /// Where the next chunk should start (bytes the follower has stored so far).
         next_offset: u64,
         /// The follower now holds everything up to `last_included_index`.

@@ -20,5 +20,5 @@ pub use self::log::RaftLog;
 pub use self::message::{Message, RejectHint};
 pub use self::progress::{Progress, ProgressState};
 pub use self::quorum::{quorum_size, quorum_value};
-pub use self::snapshot_send::{SnapshotChunk, SnapshotReply, SnapshotSend};
+pub use self::snapshot_send::{SnapshotChunk, SnapshotReply, SnapshotSend, STALL_TICKS};
 pub use self::types::{Entry, HardState, LogIndex, LogPoint, NodeId, Payload, Term};

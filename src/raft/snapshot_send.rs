@@ -27,10 +27,17 @@ pub enum SnapshotReply {
     Restart,
 }
 
+/// Heartbeat intervals without progress before the unconfirmed chunks are resent. A
+/// follower storing a chunk can take longer than one interval; only a real loss (a
+/// reconnect) stalls for this long.
+pub const STALL_TICKS: u32 = 8;
+
 /// One transfer: up to `window` chunks in flight, go-back-N on a stall.
 #[derive(Debug)]
 pub struct SnapshotSend {
     pub point: LogPoint,
+    /// Identifies this transfer on the wire.
+    pub stream: u64,
     window: usize,
     unacked: VecDeque<SnapshotChunk>,
     /// Where the next chunk taken from the stream starts.
@@ -39,19 +46,21 @@ pub struct SnapshotSend {
     acked: u64,
     /// The stream's last chunk has been taken.
     ended: bool,
-    progress_since_tick: bool,
+    /// Heartbeat intervals since the follower last confirmed more.
+    idle_ticks: u32,
 }
 
 impl SnapshotSend {
-    pub fn new(point: LogPoint, window: usize) -> Self {
+    pub fn new(point: LogPoint, stream: u64, window: usize) -> Self {
         SnapshotSend {
             point,
+            stream,
             window: window.max(1),
             unacked: VecDeque::new(),
             next_offset: 0,
             acked: 0,
             ended: false,
-            progress_since_tick: true,
+            idle_ticks: 0,
         }
     }
 
@@ -83,7 +92,7 @@ impl SnapshotSend {
         }
         if next_offset > self.acked {
             self.acked = next_offset;
-            self.progress_since_tick = true;
+            self.idle_ticks = 0;
         }
         while self
             .unacked
@@ -95,23 +104,25 @@ impl SnapshotSend {
         SnapshotReply::Progress
     }
 
-    /// A heartbeat interval passed. If the follower confirmed nothing since the last one,
-    /// a chunk was lost: resend everything unconfirmed. With nothing in flight, an empty
-    /// chunk at the confirmed offset keeps the follower from starting an election.
+    /// A heartbeat interval passed. If the follower confirmed nothing for `STALL_TICKS` of
+    /// them, a chunk was lost: resend everything unconfirmed. Otherwise an empty chunk at
+    /// the confirmed offset keeps the follower from starting an election.
     pub fn on_tick(&mut self) -> Vec<SnapshotChunk> {
-        let stalled = !std::mem::replace(&mut self.progress_since_tick, false);
-        if self.unacked.is_empty() {
-            return vec![SnapshotChunk {
-                offset: self.acked,
-                data: Vec::new(),
-                last: false,
-            }];
-        }
+        self.idle_ticks += 1;
+        let stalled = self.idle_ticks >= STALL_TICKS;
         if stalled {
-            self.unacked.iter().cloned().collect()
-        } else {
-            Vec::new()
+            self.idle_ticks = 0;
         }
+        if stalled && !self.unacked.is_empty() {
+            return self.unacked.iter().cloned().collect();
+        }
+        // Nothing to resend: an empty chunk tells the follower the leader is alive (and
+        // its answer says where it stands).
+        vec![SnapshotChunk {
+            offset: self.acked,
+            data: Vec::new(),
+            last: false,
+        }]
     }
 
     /// Bytes the follower has confirmed.
@@ -130,7 +141,7 @@ mod tests {
 
     #[test]
     fn window_limits_chunks_in_flight_and_acks_open_it() {
-        let mut s = SnapshotSend::new(point(), 2);
+        let mut s = SnapshotSend::new(point(), 1, 2);
         assert!(s.wants_chunk());
         assert_eq!(s.push_chunk(vec![1; 10], false).offset, 0);
         assert_eq!(s.push_chunk(vec![2; 10], false).offset, 10);
@@ -145,10 +156,14 @@ mod tests {
 
     #[test]
     fn a_stall_resends_everything_unconfirmed_and_idle_sends_keep_alives() {
-        let mut s = SnapshotSend::new(point(), 4);
+        let mut s = SnapshotSend::new(point(), 1, 4);
         s.push_chunk(vec![1; 10], false);
         s.push_chunk(vec![2; 10], false);
-        assert!(s.on_tick().is_empty(), "progress was made since the start");
+        // A slow follower is not a lost chunk: only keep-alives for a while.
+        for _ in 1..STALL_TICKS {
+            let k = s.on_tick();
+            assert!(k.len() == 1 && k[0].data.is_empty());
+        }
         // The first chunk was lost: the follower keeps answering 0.
         assert_eq!(s.on_response(0, false), SnapshotReply::Progress);
         let resent = s.on_tick();
@@ -164,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_follower_that_lost_its_partial_store_restarts_the_transfer() {
-        let mut s = SnapshotSend::new(point(), 4);
+        let mut s = SnapshotSend::new(point(), 1, 4);
         s.push_chunk(vec![1; 10], false);
         s.push_chunk(vec![2; 10], false);
         assert_eq!(s.on_response(20, false), SnapshotReply::Progress);

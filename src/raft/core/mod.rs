@@ -101,6 +101,7 @@ pub enum Effect {
         data: Vec<u8>,
         done: bool,
         read_seq: u64,
+        stream: u64,
     },
 }
 
@@ -377,6 +378,7 @@ impl RaftCore {
                 data,
                 done,
                 read_seq,
+                stream,
             } => self.handle_install_snapshot(
                 from,
                 term,
@@ -385,10 +387,8 @@ impl RaftCore {
                     index: last_included_index,
                     term: last_included_term,
                 },
-                offset,
-                data,
-                done,
-                read_seq,
+                (offset, data, done),
+                (read_seq, stream),
             ),
             msg @ (Message::AppendEntriesResponse { term, .. }
             | Message::InstallSnapshotResponse { term, .. }) => {

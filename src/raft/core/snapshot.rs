@@ -8,21 +8,18 @@ impl RaftCore {
     /// InstallSnapshot (Figure 13), one chunk. The core decides whether the sender is the
     /// leader to obey; the bytes go to the state machine, which assembles the new store
     /// beside the old one and reports back through `on_snapshot_chunk`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle_install_snapshot(
         &mut self,
         from: NodeId,
         term: Term,
         leader_id: NodeId,
         snapshot: LogPoint,
-        offset: u64,
-        data: Vec<u8>,
-        done: bool,
-        read_seq: u64,
+        (offset, data, done): (u64, Vec<u8>, bool),
+        (read_seq, stream): (u64, u64),
     ) {
         // Figure 13 rule 1: reply immediately if term < currentTerm.
         if term < self.current_term {
-            self.reply_snapshot(from, snapshot.index, 0, false, read_seq);
+            self.reply_snapshot(from, snapshot.index, (0, false), (read_seq, stream));
             return;
         }
         if !self.accept_leader(from, term, leader_id, "InstallSnapshot") {
@@ -31,7 +28,7 @@ impl RaftCore {
         // A snapshot we already cover (committed entries are never lost) is acknowledged
         // without being installed.
         if snapshot.index <= self.commit_index {
-            self.reply_snapshot(from, snapshot.index, 0, true, read_seq);
+            self.reply_snapshot(from, snapshot.index, (0, true), (read_seq, stream));
             return;
         }
         // Rules 2-5 (chunk offsets, assembling, done) are the state machine's.
@@ -42,6 +39,7 @@ impl RaftCore {
             data,
             done,
             read_seq,
+            stream,
         });
     }
 
@@ -54,7 +52,7 @@ impl RaftCore {
         snapshot: LogPoint,
         next_offset: u64,
         installed: bool,
-        read_seq: u64,
+        (read_seq, stream): (u64, u64),
     ) -> Vec<Effect> {
         if installed && snapshot.index > self.commit_index {
             info!(
@@ -94,7 +92,12 @@ impl RaftCore {
             self.applied_sent = self.applied_sent.max(snapshot.index);
             self.store_durable = self.store_durable.max(snapshot.index);
         }
-        self.reply_snapshot(from, snapshot.index, next_offset, installed, read_seq);
+        self.reply_snapshot(
+            from,
+            snapshot.index,
+            (next_offset, installed),
+            (read_seq, stream),
+        );
         self.finish()
     }
 
@@ -102,13 +105,13 @@ impl RaftCore {
         &mut self,
         to: NodeId,
         last_included_index: LogIndex,
-        next_offset: u64,
-        installed: bool,
-        read_seq: u64,
+        (next_offset, installed): (u64, bool),
+        (read_seq, stream): (u64, u64),
     ) {
         let msg = Message::InstallSnapshotResponse {
             term: self.current_term,
             last_included_index,
+            stream,
             next_offset,
             installed,
             read_seq,
