@@ -157,6 +157,21 @@ done
 say "raftkv scale benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ { printf "%d GiB", $2/1048576 }' /proc/meminfo)"
 say "git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 
+# ----- small values on an empty cluster -----
+say ""
+say "== 100-byte values, empty cluster, ${SMALL_SECS} s each"
+for k in 1 2 3; do start_node "$k"; done
+for k in 1 2 3; do wait_serving "$k"; done
+wait_leader
+for c in 1 64; do
+	bench "small-$c" --nodes "$NODES" --connections "$c" --value-bytes 100 --keys fresh \
+		--duration "$SMALL_SECS" --window 10
+	say "raftkv, $c connection(s): $(json_field "$DIR/small-$c.json" writes_per_s) writes/s, p50 $(json_field "$DIR/small-$c.json" p50_ms) ms, p99 $(json_field "$DIR/small-$c.json" p99_ms) ms, errors $(json_field "$DIR/small-$c.json" errors)"
+done
+stop_all
+rm -rf "$DIR"/node{1,2,3}
+
+
 # ----- fill -----
 for k in 1 2 3; do start_node "$k"; done
 for k in 1 2 3; do wait_serving "$k"; done
@@ -203,7 +218,7 @@ say "== follower with a wiped data directory, 16 connections writing"
 L=$(leader)
 F=$(((L % 3) + 1))
 bench during-wipe --nodes "$NODES" --connections 16 --value-bytes 1024 --keys fresh \
-	--duration 90 --window 5 --key-prefix wipe- &
+	--duration 60 --window 5 --key-prefix wipe- &
 BENCH_PID=$!
 sleep 5
 kill9 "$F"
@@ -215,8 +230,8 @@ target=$(field "$(status "$(leader)")" commit_index)
 caught=$(wait_caught_up "$F" "$target")
 say "node $F: caught up after $(since "$t0") s (snapshot of $(du -sb "$DIR/node$F" | cut -f1 | awk '{ printf "%d", $1 / 1048576 }') MiB on disk after)"
 grep -h "sending snapshot at index .* to peer $F: " "$DIR/node$L.log" | tail -1 | tee -a "$SUMMARY" || true
-kill "$BENCH_PID" 2>/dev/null || true
-wait "$BENCH_PID" 2>/dev/null || true
+wait "$BENCH_PID" || true
+say "writes meanwhile: $(json_field "$DIR/during-wipe.json" writes_per_s) writes/s, p99 $(json_field "$DIR/during-wipe.json" p99_ms) ms, errors $(json_field "$DIR/during-wipe.json" errors)"
 
 # ----- whole-cluster restart -----
 say ""
@@ -230,20 +245,6 @@ for ((i = 0; i < 600; i++)); do
 	sleep 0.05
 done
 say "first linearizable read (GET via node 1) after $(since "$t0") s (HTTP $code)"
-stop_all
-
-# ----- small values on an empty cluster -----
-say ""
-say "== 100-byte values, empty cluster, ${SMALL_SECS} s each"
-rm -rf "$DIR"/node{1,2,3}
-for k in 1 2 3; do start_node "$k"; done
-for k in 1 2 3; do wait_serving "$k"; done
-wait_leader
-for c in 1 64; do
-	bench "small-$c" --nodes "$NODES" --connections "$c" --value-bytes 100 --keys fresh \
-		--duration "$SMALL_SECS" --window 10
-	say "raftkv, $c connection(s): $(json_field "$DIR/small-$c.json" writes_per_s) writes/s, p50 $(json_field "$DIR/small-$c.json" p50_ms) ms, p99 $(json_field "$DIR/small-$c.json" p99_ms) ms, errors $(json_field "$DIR/small-$c.json" errors)"
-done
 stop_all
 
 # ----- etcd, same loads -----

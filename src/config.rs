@@ -45,7 +45,8 @@ pub struct Config {
     /// replays: the Raft log is the write-ahead log.
     pub store_sync_entries: Option<u64>,
     /// Log entries kept below what the store holds durably, for followers that lag a
-    /// little; a follower further behind gets a snapshot (default 20000).
+    /// little (a restart, a short partition); a follower further behind gets a snapshot
+    /// (default 100000).
     pub log_tail_entries: Option<u64>,
     /// Size at which a log segment (`data_dir/log/*.seg`) is closed and a new one started,
     /// in MiB (default 64). Compaction deletes whole segments.

@@ -112,7 +112,7 @@ impl Default for RaftOptions {
             store_sync_entries: 20_000,
             store_sync_bytes: 64 * 1024 * 1024,
             store_sync_interval: Duration::from_secs(1),
-            log_tail_entries: 20_000,
+            log_tail_entries: 100_000,
             snapshot_chunk_bytes: 1024 * 1024,
             snapshot_window: 8,
         }

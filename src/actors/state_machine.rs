@@ -207,6 +207,9 @@ pub struct StateMachine {
     install_logged: u64,
     /// Stop the arbiter this actor runs on when it stops.
     own_arbiter: bool,
+    /// Committed entries received and not yet applied (see `ApplyPending`).
+    pending: Vec<Entry>,
+    apply_scheduled: bool,
 }
 
 impl StateMachine {
@@ -242,6 +245,8 @@ impl StateMachine {
             install: None,
             install_logged: 0,
             own_arbiter: false,
+            pending: Vec::new(),
+            apply_scheduled: false,
         }
     }
 
@@ -306,6 +311,7 @@ impl StateMachine {
     }
 
     fn sync_now(&mut self, ctx: &mut Context<Self>) {
+        self.apply_pending(ctx);
         if self.durable >= self.last_applied {
             return;
         }
@@ -410,10 +416,36 @@ impl Actor for StateMachine {
     }
 }
 
+/// Apply what has piled up (sent to itself after the first `Apply` of a burst, so it runs
+/// once the mailbox is drained: one store transaction for the whole burst).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ApplyPending;
+
 impl Handler<Apply> for StateMachine {
     type Result = ();
 
     fn handle(&mut self, Apply(entries): Apply, ctx: &mut Context<Self>) {
+        self.pending.extend(entries);
+        if !self.apply_scheduled {
+            self.apply_scheduled = true;
+            ctx.notify(ApplyPending);
+        }
+    }
+}
+
+impl Handler<ApplyPending> for StateMachine {
+    type Result = ();
+
+    fn handle(&mut self, _: ApplyPending, ctx: &mut Context<Self>) {
+        self.apply_pending(ctx);
+    }
+}
+
+impl StateMachine {
+    fn apply_pending(&mut self, ctx: &mut Context<Self>) {
+        self.apply_scheduled = false;
+        let entries = std::mem::take(&mut self.pending);
         // Apply in index order, exactly once (Figure 2, All Servers rule 1).
         let mut fresh: Vec<Entry> = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -519,6 +551,7 @@ impl Handler<InstallChunk> for StateMachine {
     type Result = ();
 
     fn handle(&mut self, msg: InstallChunk, ctx: &mut Context<Self>) {
+        self.apply_pending(ctx);
         if msg.snapshot.index <= self.last_applied {
             if let Some((_, i)) = self.install.take() {
                 i.abandon();
@@ -605,7 +638,8 @@ impl Handler<InstallChunk> for StateMachine {
 impl Handler<OpenSnapshot> for StateMachine {
     type Result = Option<SnapshotStream>;
 
-    fn handle(&mut self, _: OpenSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: OpenSnapshot, ctx: &mut Context<Self>) -> Self::Result {
+        self.apply_pending(ctx);
         let reader = match self.store.snapshot_reader() {
             Ok(r) => r,
             Err(e) => {
@@ -688,7 +722,8 @@ impl Handler<ReadLocal> for StateMachine {
 impl Handler<Dump> for StateMachine {
     type Result = MessageResult<Dump>;
 
-    fn handle(&mut self, _: Dump, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Dump, ctx: &mut Context<Self>) -> Self::Result {
+        self.apply_pending(ctx);
         let map = self.store.dump().unwrap_or_else(|e| {
             error!("[node {}] dump failed: {}", self.node_id, e);
             BTreeMap::new()
