@@ -96,14 +96,18 @@ start_node() {
 	echo $! >"$DIR/node$k.pid"
 }
 
+# wait_serving K: until node K answers /status with the pid we started (not another
+# process on its port).
 wait_serving() {
-	local i
+	local i pid
+	pid=$(cat "$DIR/node$1.pid")
 	for ((i = 0; i < 600; i++)); do
-		[[ -n $(status "$1") ]] && return 0
+		[[ $(status "$1") == *"\"pid\":$pid,"* ]] && return 0
+		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.05
 	done
-	echo "$PROG: node $1 does not serve" >&2
-	return 1
+	echo "$PROG: node $1 (pid $pid) does not serve; see $DIR/node$1.log" >&2
+	exit 1
 }
 
 kill9() {
@@ -146,6 +150,12 @@ hwm_mib() { awk '/VmHWM/ { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
 
 trap 'stop_all; [[ $ETCD == yes ]] && scripts/etcd-cluster.sh stop "$DIR/etcd" >/dev/null 2>&1 || true' EXIT
 
+for port in 8001 8002 8003 9001 9002 9003; do
+	if ss -ltn "sport = :$port" 2>/dev/null | grep -q LISTEN; then
+		echo "$PROG: port $port is in use (a cluster still running? ./run-cluster.sh stop)" >&2
+		exit 1
+	fi
+done
 rm -rf "$DIR"
 mkdir -p "$DIR"
 : >"$SUMMARY"

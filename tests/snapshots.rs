@@ -165,3 +165,21 @@ fn leader_killed_while_sending_a_snapshot_the_follower_still_catches_up() {
     assert_caught_up(&c, victim, &keys);
     c.restart(leader);
 }
+
+#[test]
+fn wiped_follower_catches_up_when_the_leader_still_has_the_whole_log() {
+    // The leader's log still reaches back past what the follower had acknowledged, so no
+    // compaction forces a snapshot: the leader must notice that the follower's log is
+    // shorter than what it acknowledged and send everything again.
+    let mut c = Cluster::start("wiped-short-log", 3);
+    let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
+    fill(&c, &[leader], "w", 100, 100);
+    let victim = c.followers_of(leader)[0];
+    let target = c.status(leader).unwrap().commit_index;
+    c.wait_applied(victim, target, Duration::from_secs(10));
+    c.kill(victim);
+    std::fs::remove_dir_all(&c.node(victim).data_dir).unwrap();
+    c.restart(victim);
+    let keys: Vec<String> = (0..100).step_by(9).map(|i| format!("w-{:05}", i)).collect();
+    assert_caught_up(&c, victim, &keys);
+}

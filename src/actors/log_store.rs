@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use log::error;
+use log::{error, warn};
 
 use crate::raft::PersistBatch;
 use crate::storage::{Storage, StorageError};
@@ -58,7 +58,16 @@ impl Handler<PersistCmd> for LogStore {
         if storage.is_blocking() {
             let mut storage = storage;
             let job = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
                 let result = storage.persist(&batch);
+                let took = started.elapsed();
+                if took >= Duration::from_millis(50) {
+                    warn!(
+                        "log write of {} entries took {} ms (a slow or busy disk)",
+                        batch.entries.len(),
+                        took.as_millis()
+                    );
+                }
                 (storage, result)
             });
             AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(job).map(

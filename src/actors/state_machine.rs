@@ -315,10 +315,17 @@ impl StateMachine {
         if self.durable >= self.last_applied {
             return;
         }
+        let started = std::time::Instant::now();
         if let Err(e) = self.store.sync() {
             self.fatal(&e.to_string(), ctx);
             return;
         }
+        slow(
+            "store sync",
+            started,
+            self.node_id,
+            self.last_applied - self.durable,
+        );
         self.durable = self.last_applied;
         self.entries_since_sync = 0;
         self.bytes_since_sync = 0;
@@ -389,6 +396,24 @@ impl StateMachine {
         }
     }
 }
+
+/// Store work that took long enough to show in client latency is worth an operator's
+/// attention (a slow or busy disk).
+pub(crate) fn slow(what: &str, started: std::time::Instant, node: NodeId, entries: u64) {
+    let took = started.elapsed();
+    if took >= SLOW_STORE_WORK {
+        warn!(
+            "[node {}] {} of {} entries took {} ms",
+            node,
+            what,
+            entries,
+            took.as_millis()
+        );
+    }
+}
+
+/// See [`slow`].
+const SLOW_STORE_WORK: Duration = Duration::from_millis(50);
 
 impl Actor for StateMachine {
     type Context = Context<Self>;
@@ -497,6 +522,7 @@ impl StateMachine {
         self.bytes_since_sync += fresh.iter().map(|e| e.approx_size() as u64).sum::<u64>();
         let durable = self.entries_since_sync >= self.sync.every_entries
             || self.bytes_since_sync >= self.sync.every_bytes;
+        let started = std::time::Instant::now();
         let results = match self.store.apply(&items, durable) {
             Ok(r) => r,
             Err(e) => {
@@ -504,6 +530,16 @@ impl StateMachine {
                 return;
             }
         };
+        slow(
+            if durable {
+                "store sync"
+            } else {
+                "store commit"
+            },
+            started,
+            self.node_id,
+            fresh.len() as u64,
+        );
         self.last_applied = last.0;
         self.last_applied_term = last.1;
         for (entry, result) in fresh.iter().zip(results) {

@@ -125,11 +125,7 @@ impl KvStore {
                     ))
                 }
             }
-            txn.open_table(DATA).map_err(|e| self.err("data", e))?;
-            txn.open_table(SESSIONS)
-                .map_err(|e| self.err("sessions", e))?;
-            txn.open_table(SESSION_ORDER)
-                .map_err(|e| self.err("sessions", e))?;
+            open_data_tables(&txn).map_err(|e| self.err("tables", e))?;
         }
         self.commit(txn, true)
     }
@@ -170,13 +166,8 @@ impl KvStore {
         };
         let txn = self.db.begin_write().map_err(|e| self.err("begin", e))?;
         {
-            let mut data = txn.open_table(DATA).map_err(|e| self.err("data", e))?;
-            let mut sessions = txn
-                .open_table(SESSIONS)
-                .map_err(|e| self.err("sessions", e))?;
-            let mut order = txn
-                .open_table(SESSION_ORDER)
-                .map_err(|e| self.err("sessions", e))?;
+            let (mut data, mut sessions, mut order) =
+                open_data_tables(&txn).map_err(|e| self.err("tables", e))?;
             for item in items {
                 let Some(cmd) = item.command else {
                     out.push(None);
@@ -371,6 +362,17 @@ fn apply_one(
 type Tables0<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type OrderTable<'t> = redb::Table<'t, (u64, &'static str), ()>;
 
+/// The data, sessions and session-order tables of a write transaction.
+fn open_data_tables(
+    txn: &WriteTransaction,
+) -> Result<(Tables0<'_>, Tables0<'_>, OrderTable<'_>), redb::TableError> {
+    Ok((
+        txn.open_table(DATA)?,
+        txn.open_table(SESSIONS)?,
+        txn.open_table(SESSION_ORDER)?,
+    ))
+}
+
 /// A consistent read view of the store, turned into a stream of snapshot chunks.
 pub struct SnapshotReader {
     txn: ReadTransaction,
@@ -478,11 +480,7 @@ impl Installer {
             let mut meta = txn.open_table(META).map_err(|e| self.err("meta", e))?;
             meta.insert(FORMAT, FORMAT_VERSION)
                 .map_err(|e| self.err("meta", e))?;
-            txn.open_table(DATA).map_err(|e| self.err("data", e))?;
-            txn.open_table(SESSIONS)
-                .map_err(|e| self.err("sessions", e))?;
-            txn.open_table(SESSION_ORDER)
-                .map_err(|e| self.err("sessions", e))?;
+            open_data_tables(&txn).map_err(|e| self.err("tables", e))?;
         }
         let mut txn = txn;
         txn.set_durability(Durability::None)
@@ -496,13 +494,8 @@ impl Installer {
             codec::decode(chunk).map_err(|e| self.err("chunk does not decode", e))?;
         let mut txn = self.db()?.begin_write().map_err(|e| self.err("begin", e))?;
         {
-            let mut data = txn.open_table(DATA).map_err(|e| self.err("data", e))?;
-            let mut sessions = txn
-                .open_table(SESSIONS)
-                .map_err(|e| self.err("sessions", e))?;
-            let mut order = txn
-                .open_table(SESSION_ORDER)
-                .map_err(|e| self.err("sessions", e))?;
+            let (mut data, mut sessions, mut order) =
+                open_data_tables(&txn).map_err(|e| self.err("tables", e))?;
             for item in &items {
                 match item {
                     SnapshotItem::Kv(k, v) => {

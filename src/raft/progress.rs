@@ -96,6 +96,16 @@ impl Progress {
             return false;
         }
         self.probe_sent = false;
+        if hint.conflict_term.is_none() && hint.conflict_index <= self.match_index {
+            // The follower's log now ends before what it acknowledged: it lost its data (a
+            // wiped disk). Raft assumes that never happens; the best the leader can do is
+            // to send it everything again, from the log or as a snapshot.
+            self.match_index = hint.conflict_index.saturating_sub(1);
+            self.next_index = hint.conflict_index.max(1);
+            self.state = ProgressState::Probe;
+            self.inflight.clear();
+            return true;
+        }
         // Skip back to the follower's hint, never past what is known to match and always
         // strictly below the refused position, so every refusal makes progress.
         let target = hint.conflict_index.min(hint.rejected_index);
@@ -108,6 +118,21 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_follower_that_lost_its_log_is_sent_everything_again() {
+        let mut p = Progress::new(11, 4);
+        assert!(p.on_success(10));
+        // It comes back with an empty log (wiped) and refuses the next request.
+        let hint = RejectHint {
+            rejected_index: 10,
+            conflict_term: None,
+            conflict_index: 1,
+        };
+        assert!(p.on_reject(&hint));
+        assert_eq!((p.match_index, p.next_index), (0, 1));
+        assert_eq!(p.state, ProgressState::Probe);
+    }
+
     use super::*;
 
     fn hint(rejected_index: LogIndex, conflict_index: LogIndex) -> RejectHint {
@@ -140,7 +165,11 @@ mod tests {
         assert!(!p.on_reject(&hint(5, 3)));
         assert_eq!(p.next_index, 11);
         // In probe state only the refusal of the current probe counts.
-        assert!(p.on_reject(&hint(10, 10)));
+        let conflicting = RejectHint {
+            conflict_term: Some(2),
+            ..hint(10, 10)
+        };
+        assert!(p.on_reject(&conflicting));
         assert_eq!(p.state, ProgressState::Probe);
         assert_eq!(p.next_index, 11); // never below match_index + 1
         assert!(!p.on_reject(&hint(14, 12)));
