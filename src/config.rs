@@ -41,8 +41,9 @@ pub struct Config {
     /// 128). Memory use is bounded by this, not by the data size.
     pub store_cache_mb: Option<u64>,
     /// The store syncs (a durable commit) after this many applied entries, or once a
-    /// second while entries are applied (default 20000). Only bounds how much log a restart
-    /// replays: the Raft log is the write-ahead log.
+    /// second while entries are applied (default 500). Only bounds how much log a restart
+    /// replays (the Raft log is the write-ahead log), but a sync holds up applying for its
+    /// duration, so small frequent syncs keep tail latency low.
     pub store_sync_entries: Option<u64>,
     /// Log entries kept below what the store holds durably, for followers that lag a
     /// little (a restart, a short partition); a follower further behind gets a snapshot
