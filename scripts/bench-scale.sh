@@ -240,8 +240,9 @@ start_node "$F"
 wait_serving "$F"
 target=$(field "$(status "$(leader)")" commit_index)
 caught=$(wait_caught_up "$F" "$target")
-say "node $F: caught up after $(since "$t0") s (snapshot of $(du -sb "$DIR/node$F" | cut -f1 | awk '{ printf "%d", $1 / 1048576 }') MiB on disk after)"
-grep -h "sending snapshot at index .* to peer $F: " "$DIR/node$L.log" | tail -1 | tee -a "$SUMMARY" || true
+say "node $F: caught up after $(since "$t0") s ($(du -sm "$DIR/node$F" | cut -f1) MiB on disk after)"
+grep -h "sending snapshot\|installed snapshot\|steps down\|becomes leader" "$DIR"/node*.log | sort |
+	awk -v t="$(date -u -d @"${t0%.*}" +%Y-%m-%dT%H:%M:%S)" 'substr($1, 2, 19) >= t' | tee -a "$SUMMARY" || true
 wait "$BENCH_PID" || true
 say "writes meanwhile: $(json_field "$DIR/during-wipe.json" writes_per_s) writes/s, p99 $(json_field "$DIR/during-wipe.json" p99_ms) ms, errors $(json_field "$DIR/during-wipe.json" errors)"
 

@@ -277,6 +277,7 @@ impl KvStore {
             cache_bytes: self.cache_bytes,
             point,
             received: 0,
+            unsynced: 0,
         };
         installer.init()?;
         Ok(installer)
@@ -458,7 +459,15 @@ pub struct Installer {
     pub point: LogPoint,
     /// Bytes of the stream stored so far.
     pub received: u64,
+    /// Bytes stored since the last sync.
+    unsynced: u64,
 }
+
+/// The staging store syncs after this many bytes of the stream. Writing a large snapshot
+/// without syncing leaves the kernel a backlog of dirty pages that it flushes all at once,
+/// stalling every other fsync on the disk (the log's, the other nodes' on one machine)
+/// for seconds; small regular syncs keep the writes steady.
+const INSTALL_SYNC_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Installer {
     fn err(&self, what: &str, e: impl fmt::Display) -> StoreError {
@@ -514,7 +523,14 @@ impl Installer {
                 }
             }
         }
-        txn.set_durability(Durability::None)
+        self.unsynced += chunk.len() as u64;
+        let durability = if self.unsynced >= INSTALL_SYNC_BYTES {
+            self.unsynced = 0;
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability)
             .map_err(|e| self.err("durability", e))?;
         txn.commit().map_err(|e| self.err("commit", e))?;
         self.received += chunk.len() as u64;

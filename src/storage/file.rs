@@ -17,7 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
 use super::record::{read_records, RecordReadOutcome, RecordWriter};
@@ -129,6 +129,46 @@ pub struct FileStorage {
     /// Reused encode buffers.
     buf: Vec<u8>,
     scratch: Vec<u8>,
+    /// Deletes compacted segments in the background, one at a time and in order, so an
+    /// unlink of a large file never holds up the next log write.
+    deleter: Option<Deleter>,
+}
+
+/// A thread that deletes files in the order it is given them.
+struct Deleter {
+    tx: Option<std::sync::mpsc::Sender<PathBuf>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Deleter {
+    fn start() -> Option<Deleter> {
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let thread = std::thread::Builder::new()
+            .name("log-segment-deleter".into())
+            .spawn(move || {
+                for path in rx {
+                    match fs::remove_file(&path) {
+                        Ok(()) => info!("{}: deleted", path.display()),
+                        Err(e) => warn!("{}: cannot delete: {}", path.display(), e),
+                    }
+                }
+            })
+            .ok()?;
+        Some(Deleter {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Deleter {
+    /// Finishes the queued deletions, so that a reopened log never sees a file half-way.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -263,6 +303,7 @@ impl FileStorage {
             terms,
             buf: Vec::new(),
             scratch: Vec::new(),
+            deleter: Deleter::start(),
         };
         storage.segments.push(Segment {
             number: next_number,
@@ -357,12 +398,19 @@ impl FileStorage {
     fn delete_segments_through(&mut self, to: LogIndex) -> Result<(), StorageError> {
         while self.segments.len() > 1 && self.segments[0].last_index <= to {
             let seg = self.segments.remove(0);
-            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-            info!(
-                "{}: deleted (log compacted to index {})",
+            debug!(
+                "{}: to be deleted (log compacted to index {})",
                 seg.path.display(),
                 to
             );
+            // Deleted in order by the deleter thread (here, if it could not start).
+            let queued = match self.deleter.as_ref().and_then(|d| d.tx.as_ref()) {
+                Some(tx) => tx.send(seg.path.clone()).is_ok(),
+                None => false,
+            };
+            if !queued {
+                fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            }
         }
         Ok(())
     }
