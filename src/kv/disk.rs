@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use log::warn;
 use redb::{Builder, Database, StorageBackend};
 
-use super::store::StoreError;
+use super::error::StoreError;
 
 /// The store's file in the data directory.
 pub const STORE_FILE: &str = "store.redb";

@@ -4,15 +4,17 @@
 
 mod command;
 mod disk;
+mod error;
 mod request;
 mod sessions;
 mod store;
 
 pub use command::{ApplyResult, ClientSession, Command, KvOp};
 pub use disk::{MemStoreDisk, StoreDisk, STAGING_FILE, STORE_FILE};
+pub use error::StoreError;
 pub use request::{ClientRequest, ClientResponse, ReadConsistency};
 pub use sessions::{SessionRecord, MAX_SESSIONS};
-pub use store::{ApplyItem, Installer, KvStore, SnapshotReader, StoreError};
+pub use store::{ApplyItem, Installer, KvStore, SnapshotReader};
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{ApplyResult, Command, KvOp};
 use super::disk::StoreDisk;
+use super::error::StoreError;
 use super::sessions::{SessionRecord, MAX_SESSIONS};
 use crate::codec;
 use crate::raft::{LogIndex, LogPoint, Term};
@@ -34,14 +35,6 @@ const APPLIED_TERM: &str = "applied_term";
 const FORMAT: &str = "format";
 /// Bumped when the layout of the tables changes.
 const FORMAT_VERSION: u64 = 1;
-
-/// The store failed; `path` names the file.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct StoreError {
-    pub path: String,
-    pub reason: String,
-}
 
 /// One committed entry for the store: `command` is `None` for a no-op (it still moves the
 /// applied index).
