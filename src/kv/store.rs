@@ -57,6 +57,10 @@ pub struct KvStore {
     disk: StoreDisk,
     cache_bytes: usize,
     max_sessions: usize,
+    /// Applied entries not yet committed: committing costs far more than applying, so a
+    /// few milliseconds of entries share one commit (`commit_pending`). Reads of this store
+    /// see them; a crash loses them like any unsynced commit.
+    open: Option<WriteTransaction>,
 }
 
 impl fmt::Debug for KvStore {
@@ -70,11 +74,12 @@ impl KvStore {
     /// point it has applied up to (durably: anything later was lost with a crash).
     pub fn open(disk: &StoreDisk, cache_bytes: usize) -> Result<(KvStore, LogPoint), StoreError> {
         let db = disk.open(cache_bytes)?;
-        let store = KvStore {
+        let mut store = KvStore {
             db,
             disk: disk.clone(),
             cache_bytes,
             max_sessions: MAX_SESSIONS,
+            open: None,
         };
         store.init_tables()?;
         let applied = store.applied()?;
@@ -136,7 +141,8 @@ impl KvStore {
     }
 
     /// The point the store has applied up to.
-    pub fn applied(&self) -> Result<LogPoint, StoreError> {
+    pub fn applied(&mut self) -> Result<LogPoint, StoreError> {
+        self.commit_pending()?;
         let txn = self
             .db
             .begin_read()
@@ -144,9 +150,10 @@ impl KvStore {
         read_applied(&txn).map_err(|e| self.err("meta", e))
     }
 
-    /// Applies committed entries in one transaction, with their sessions and the new
-    /// applied point. Returns each command's result and the index it took effect at (for a
-    /// retried request, the original one). `durable` syncs this commit and every earlier one.
+    /// Applies committed entries, with their sessions and the new applied point, in the open
+    /// transaction (committed by `commit_pending`, `sync`, or here when `durable`, which
+    /// also syncs everything so far). Returns each command's result and the index it took
+    /// effect at (for a retried request, the original one).
     #[allow(clippy::type_complexity)]
     pub fn apply(
         &mut self,
@@ -157,7 +164,10 @@ impl KvStore {
         let Some(last) = items.last() else {
             return Ok(out);
         };
-        let txn = self.db.begin_write().map_err(|e| self.err("begin", e))?;
+        let txn = match self.open.take() {
+            Some(txn) => txn,
+            None => self.db.begin_write().map_err(|e| self.err("begin", e))?,
+        };
         {
             let (mut data, mut sessions, mut order) =
                 open_data_tables(&txn).map_err(|e| self.err("tables", e))?;
@@ -183,17 +193,37 @@ impl KvStore {
             meta.insert(APPLIED_TERM, last.term)
                 .map_err(|e| self.err("meta", e))?;
         }
-        self.commit(txn, durable)?;
+        if durable {
+            self.commit(txn, true)?;
+        } else {
+            self.open = Some(txn);
+        }
         Ok(out)
     }
 
-    /// Makes every commit so far durable.
+    /// Commits what was applied since the last commit, without syncing.
+    pub fn commit_pending(&mut self) -> Result<(), StoreError> {
+        match self.open.take() {
+            Some(txn) => self.commit(txn, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes everything applied so far durable.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.err("begin", e))?;
+        let txn = match self.open.take() {
+            Some(txn) => txn,
+            None => self.db.begin_write().map_err(|e| self.err("begin", e))?,
+        };
         self.commit(txn, true)
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(open) = &self.open {
+            let table = open.open_table(DATA).map_err(|e| self.err("data", e))?;
+            let v = table.get(key).map_err(|e| self.err("get", e))?;
+            return Ok(v.map(|v| v.value().to_vec()));
+        }
         let txn = self
             .db
             .begin_read()
@@ -204,7 +234,8 @@ impl KvStore {
     }
 
     /// Number of keys.
-    pub fn key_count(&self) -> Result<u64, StoreError> {
+    pub fn key_count(&mut self) -> Result<u64, StoreError> {
+        self.commit_pending()?;
         let txn = self
             .db
             .begin_read()
@@ -214,7 +245,8 @@ impl KvStore {
     }
 
     /// Every key and value (tests compare replicas with this).
-    pub fn dump(&self) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+    pub fn dump(&mut self) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+        self.commit_pending()?;
         let txn = self
             .db
             .begin_read()
@@ -229,7 +261,8 @@ impl KvStore {
     }
 
     /// The session record of `client_id` (tests).
-    pub fn session(&self, client_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub fn session(&mut self, client_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.commit_pending()?;
         let txn = self
             .db
             .begin_read()
@@ -248,7 +281,8 @@ impl KvStore {
 
     /// A consistent read view of everything applied so far, for a snapshot stream. Writes
     /// go on while it is read.
-    pub fn snapshot_reader(&self) -> Result<SnapshotReader, StoreError> {
+    pub fn snapshot_reader(&mut self) -> Result<SnapshotReader, StoreError> {
+        self.commit_pending()?;
         let txn = self
             .db
             .begin_read()

@@ -117,7 +117,7 @@ fn filled(n: usize) -> (MemStoreDisk, KvStore) {
 
 #[test]
 fn snapshot_stream_installs_beside_the_old_store_and_swaps() {
-    let (_, source) = filled(500);
+    let (_, mut source) = filled(500);
     let reader = source.snapshot_reader().unwrap();
     assert_eq!(reader.point.index, 500);
     // Writes after the read view began are not in the snapshot.
@@ -136,7 +136,7 @@ fn snapshot_stream_installs_beside_the_old_store_and_swaps() {
     assert!(chunks.iter().rev().skip(1).all(|(_, last)| !last));
     assert!(chunks.last().is_some_and(|(_, last)| *last));
 
-    let (target_mem, target) = filled(3);
+    let (target_mem, mut target) = filled(3);
     let mut inst = target
         .begin_install(LogPoint {
             index: 500,
@@ -148,7 +148,7 @@ fn snapshot_stream_installs_beside_the_old_store_and_swaps() {
     }
     // Until it is finished the old state stands, also across a crash.
     assert_eq!(target.applied().unwrap().index, 3);
-    let installed = inst.finish().unwrap();
+    let mut installed = inst.finish().unwrap();
     drop(target);
     assert_eq!(
         installed.applied().unwrap(),
@@ -165,14 +165,14 @@ fn snapshot_stream_installs_beside_the_old_store_and_swaps() {
     );
     drop(installed);
     target_mem.crash();
-    let (after_crash, applied) = KvStore::open(&StoreDisk::Mem(target_mem), 1 << 20).unwrap();
+    let (mut after_crash, applied) = KvStore::open(&StoreDisk::Mem(target_mem), 1 << 20).unwrap();
     assert_eq!(applied.index, 500, "the swap was durable");
     assert_eq!(after_crash.key_count().unwrap(), 500);
 }
 
 #[test]
 fn crash_during_install_leaves_the_old_store() {
-    let (_, source) = filled(200);
+    let (_, mut source) = filled(200);
     let mut chunks = Vec::new();
     source
         .snapshot_reader()
@@ -193,7 +193,7 @@ fn crash_during_install_leaves_the_old_store() {
     drop(inst);
     drop(target);
     m.crash();
-    let (kv, applied) = KvStore::open(&StoreDisk::Mem(m), 1 << 20).unwrap();
+    let (mut kv, applied) = KvStore::open(&StoreDisk::Mem(m), 1 << 20).unwrap();
     assert_eq!(applied.index, 7);
     assert_eq!(kv.key_count().unwrap(), 7);
 }

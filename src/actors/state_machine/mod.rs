@@ -121,7 +121,14 @@ pub struct StateMachine {
     /// Committed entries received and not yet applied (see `ApplyPending`).
     pending: Vec<Entry>,
     apply_scheduled: bool,
+    /// A commit of the store's open transaction is due (see `COMMIT_DELAY`).
+    commit_scheduled: bool,
 }
+
+/// How long applied entries may wait in the store's open transaction before a commit. A
+/// commit costs about 30 µs, applying an entry about 2 µs: at one client this turns one
+/// commit per write into one per few writes.
+const COMMIT_DELAY: Duration = Duration::from_millis(2);
 
 impl StateMachine {
     /// A state machine over `store`, which has applied up to `applied` (durably).
@@ -158,6 +165,7 @@ impl StateMachine {
             own_arbiter: false,
             pending: Vec::new(),
             apply_scheduled: false,
+            commit_scheduled: false,
         }
     }
 
@@ -431,6 +439,17 @@ impl StateMachine {
             self.bytes_since_sync = 0;
         }
         self.report(durable.then_some(self.last_applied));
+        if !durable && !self.commit_scheduled {
+            // Clients are already answered: the entries are committed in the Raft log, and
+            // this store only has to catch up. One store commit serves a few ms of writes.
+            self.commit_scheduled = true;
+            ctx.run_later(COMMIT_DELAY, |act, ctx| {
+                act.commit_scheduled = false;
+                if let Err(e) = act.store.commit_pending() {
+                    act.fatal(&e.to_string(), ctx);
+                }
+            });
+        }
     }
 }
 
