@@ -142,11 +142,7 @@ impl KvStore {
 
     /// The point the store has applied up to.
     pub fn applied(&mut self) -> Result<LogPoint, StoreError> {
-        self.commit_pending()?;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| self.err("begin read", e))?;
+        let txn = self.read_view()?;
         read_applied(&txn).map_err(|e| self.err("meta", e))
     }
 
@@ -201,6 +197,13 @@ impl KvStore {
         Ok(out)
     }
 
+    /// A read transaction that sees everything applied so far (the open transaction is
+    /// committed first, unsynced).
+    fn read_view(&mut self) -> Result<ReadTransaction, StoreError> {
+        self.commit_pending()?;
+        self.db.begin_read().map_err(|e| self.err("begin read", e))
+    }
+
     /// Commits what was applied since the last commit, without syncing.
     pub fn commit_pending(&mut self) -> Result<(), StoreError> {
         match self.open.take() {
@@ -235,22 +238,14 @@ impl KvStore {
 
     /// Number of keys.
     pub fn key_count(&mut self) -> Result<u64, StoreError> {
-        self.commit_pending()?;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| self.err("begin read", e))?;
+        let txn = self.read_view()?;
         let table = txn.open_table(DATA).map_err(|e| self.err("data", e))?;
         table.len().map_err(|e| self.err("len", e))
     }
 
     /// Every key and value (tests compare replicas with this).
     pub fn dump(&mut self) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
-        self.commit_pending()?;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| self.err("begin read", e))?;
+        let txn = self.read_view()?;
         let table = txn.open_table(DATA).map_err(|e| self.err("data", e))?;
         let mut out = BTreeMap::new();
         for item in table.iter().map_err(|e| self.err("scan", e))? {
@@ -262,11 +257,7 @@ impl KvStore {
 
     /// The session record of `client_id` (tests).
     pub fn session(&mut self, client_id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        self.commit_pending()?;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| self.err("begin read", e))?;
+        let txn = self.read_view()?;
         let table = txn
             .open_table(SESSIONS)
             .map_err(|e| self.err("sessions", e))?;
@@ -282,11 +273,7 @@ impl KvStore {
     /// A consistent read view of everything applied so far, for a snapshot stream. Writes
     /// go on while it is read.
     pub fn snapshot_reader(&mut self) -> Result<SnapshotReader, StoreError> {
-        self.commit_pending()?;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| self.err("begin read", e))?;
+        let txn = self.read_view()?;
         let point = read_applied(&txn).map_err(|e| self.err("meta", e))?;
         Ok(SnapshotReader {
             txn,
