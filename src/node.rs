@@ -9,7 +9,8 @@ use crate::actors::consensus::{Consensus, RaftOptions};
 use crate::actors::election_timer::ElectionTimer;
 use crate::actors::log_store::LogStore;
 use crate::actors::state_machine::{
-    AppliedEntries, SnapshotLimits, StateMachine, StateMachineLinks, SyncPolicy,
+    AppliedEntries, AppliedGauge, SnapshotLimits, StateMachine, StateMachineLinks, StateMachineRef,
+    SyncPolicy,
 };
 use crate::kv::KvStore;
 use crate::net::Transport;
@@ -101,10 +102,12 @@ pub fn start_node(
         threaded,
     };
     let mut state_machine = None;
+    let applied_gauge = AppliedGauge::new(applied.index);
     let consensus = Consensus::create(|ctx| {
         let links = StateMachineLinks {
-            applied: ctx.address().recipient(),
+            durable: ctx.address().recipient(),
             chunks: ctx.address().recipient(),
+            applied: applied_gauge.clone(),
         };
         let sm = StateMachine::new(id, store, applied, Some(links))
             .with_observer(observer)
@@ -130,7 +133,10 @@ pub fn start_node(
             transport,
             timer,
             log_store,
-            sm,
+            StateMachineRef {
+                addr: sm,
+                applied: applied_gauge,
+            },
             seed ^ 0x5eed,
         )
     });

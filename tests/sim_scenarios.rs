@@ -805,3 +805,106 @@ fn rejoining_node_does_not_disrupt_the_leader() {
         });
     }
 }
+
+// ----- edge cases a review found -----
+
+/// Polls until `cond` holds for node `id`'s status, or `timeout` passes.
+async fn wait_status(
+    sim: &Sim,
+    id: NodeId,
+    timeout: Duration,
+    cond: impl Fn(&raftkv::actors::consensus::NodeStatus) -> bool,
+) -> Option<raftkv::actors::consensus::NodeStatus> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(s) = sim.status(id).await {
+            if cond(&s) {
+                return Some(s);
+            }
+        }
+        sim.sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+/// Reference: thesis §9.6 (Pre-Vote) and §5.2. Node 1 is a candidate of term T whose
+/// election times out while node 2's vote is still on its way, so it starts a pre-vote for
+/// T+1. The vote arrives: node 1 leads term T. Then node 2's grant of the pre-vote for T+1
+/// arrives. That pre-campaign ended when node 1 won; it must not start an election that
+/// deposes the leader it just became.
+#[test]
+fn late_pre_vote_grant_does_not_depose_the_new_leader() {
+    for seed in seeds(1300, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            // Node 3 is away, and node 2 never wins a pre-vote (node 1's answers to it are
+            // lost): node 1 is the one that campaigns. Node 2's votes are held back.
+            sim.isolate(3);
+            sim.drop_kind(1, 2, "PreVoteResponse");
+            sim.hold(2, 1, "RequestVoteResponse");
+            let candidate = wait_status(&sim, 1, 10 * SECOND, |s| s.role == "candidate")
+                .await
+                .expect("node 1 becomes a candidate");
+            let term = candidate.term;
+            // Its election times out and it pre-campaigns for T+1; node 2's grant is held.
+            sim.hold(2, 1, "PreVoteResponse");
+            let deadline = sim.now_ms() + 5000;
+            while sim.held(2, 1, "PreVoteResponse") == 0 {
+                assert!(
+                    sim.now_ms() < deadline,
+                    "node 1 never asked for pre-votes again"
+                );
+                sim.sleep(Duration::from_millis(1)).await;
+            }
+            sim.release(2, 1, "RequestVoteResponse");
+            let leader = wait_status(&sim, 1, SECOND, |s| s.role == "leader")
+                .await
+                .expect("node 1 leads once the vote arrives");
+            assert_eq!(
+                leader.term, term,
+                "node 1 won the election of term {}",
+                term
+            );
+            sim.release(2, 1, "PreVoteResponse");
+            sim.sleep(2 * SECOND).await;
+            let s = sim.status(1).await.expect("node 1 runs");
+            assert_eq!(
+                (s.role.as_str(), s.term),
+                ("leader", term),
+                "a late pre-vote grant deposed the new leader"
+            );
+            assert!(written(&sim.put(1, "k", "v").await));
+        });
+    }
+}
+
+/// A leader cut off from the others steps down after an election timeout (CheckQuorum).
+/// A write it accepted just before is answered then, with "outcome unknown", instead of
+/// waiting for the client's timeout; and it is not applied anywhere twice.
+#[test]
+fn write_to_a_cut_off_leader_is_answered_when_it_steps_down() {
+    use raftkv::kv::{ClientRequest, KvOp};
+    for seed in seeds(1400, 3) {
+        simulate(3, seed, NetConfig::reliable(), |sim| async move {
+            let (l, _) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            assert!(written(&sim.put(l, "before", "1").await));
+            sim.isolate(l);
+            let started = sim.now_ms();
+            let write = ClientRequest::Write {
+                op: KvOp::Put {
+                    key: "k".into(),
+                    value: b"v".to_vec(),
+                },
+                session: None,
+            };
+            let r = sim.request(l, write, 30 * SECOND).await;
+            let took = sim.now_ms() - started;
+            assert!(
+                matches!(r, ClientResponse::Unknown { .. }),
+                "expected outcome unknown, got {:?}",
+                r
+            );
+            // CheckQuorum fires within one (maximum) election timeout, 600 ms by default.
+            assert!(took <= 1300, "answered after {} ms", took);
+        });
+    }
+}

@@ -17,8 +17,8 @@ use super::replicator::{
     StopReplicator, Wake,
 };
 use super::state_machine::{
-    Applied, Apply, AwaitApplied, ChunkStored, InstallChunk, ReadAt, ReadLocal, StateMachine,
-    StopStateMachine,
+    AppliedGauge, Apply, ChunkStored, InstallChunk, ReadAt, ReadLocal, StateMachine,
+    StateMachineRef, StopStateMachine, StoreDurable, Waiter,
 };
 use crate::codec;
 use crate::kv::{ClientRequest, ClientResponse, Command, ReadConsistency};
@@ -140,7 +140,10 @@ pub struct Consensus {
     /// Forwarded requests already taken in, so a duplicated Forward is not proposed twice.
     seen_forwards: HashSet<(NodeId, u64)>,
     seen_order: VecDeque<(NodeId, u64)>,
-    last_applied: LogIndex,
+    /// Clients waiting for the outcome of this leader's entries that are not yet handed to
+    /// the state machine (they go with the `Apply` that carries their entry).
+    waiters: BTreeMap<LogIndex, (Term, oneshot::Sender<ClientResponse>)>,
+    applied: AppliedGauge,
     store_durable: LogIndex,
     transfers: BTreeMap<NodeId, SnapshotTransfer>,
     stopped: bool,
@@ -153,9 +156,13 @@ impl Consensus {
         transport: Arc<dyn Transport>,
         timer: Addr<ElectionTimer>,
         log_store: Addr<LogStore>,
-        state_machine: Addr<StateMachine>,
+        state_machine: StateMachineRef,
         seed: u64,
     ) -> Self {
+        let StateMachineRef {
+            addr: state_machine,
+            applied,
+        } = state_machine;
         // On start the commit index is what the state machine has applied.
         let core_snapshot_index = core.commit_index();
         Consensus {
@@ -174,7 +181,8 @@ impl Consensus {
             known_leader: None,
             seen_forwards: HashSet::new(),
             seen_order: VecDeque::new(),
-            last_applied: core_snapshot_index,
+            waiters: BTreeMap::new(),
+            applied,
             store_durable: core_snapshot_index,
             transfers: BTreeMap::new(),
             stopped: false,
@@ -269,7 +277,10 @@ impl Consensus {
                         self.replicators.insert(peer, r);
                     }
                 }
-                Effect::SteppedDown => self.stop_replicators(),
+                Effect::SteppedDown => {
+                    self.stop_replicators();
+                    self.abandon_waiters();
+                }
                 Effect::ReplicateNow => {
                     for r in self.replicators.values() {
                         r.do_send(Wake);
@@ -280,7 +291,15 @@ impl Consensus {
                         r.do_send(PeerResponse(msg));
                     }
                 }
-                Effect::Apply(entries) => self.state_machine.do_send(Apply(entries)),
+                Effect::Apply(entries) => {
+                    let last = entries.last().map_or(0, |e| e.index);
+                    let later = self.waiters.split_off(&(last + 1));
+                    let waiters = std::mem::replace(&mut self.waiters, later)
+                        .into_iter()
+                        .map(|(index, (term, tx))| Waiter { index, term, tx })
+                        .collect();
+                    self.state_machine.do_send(Apply { entries, waiters });
+                }
                 Effect::ReadReady { id, read_index } => {
                     if let Some((key, tx)) = self.reads.remove(&id) {
                         self.state_machine.do_send(ReadAt {
@@ -321,6 +340,31 @@ impl Consensus {
                     }
                 }
             }
+        }
+    }
+
+    /// This node stopped leading: nothing tells it any more whether its uncommitted
+    /// entries commit, so their clients learn now (outcome unknown, 504) instead of at
+    /// their timeout. A retry with the same session is safe: it is never applied twice.
+    fn abandon_waiters(&mut self) {
+        let waiting = std::mem::take(&mut self.waiters);
+        if !waiting.is_empty() {
+            info!(
+                "[node {} term {}] stopped leading with {} writes in flight: answered 504 \
+                 (they may still commit)",
+                self.id(),
+                self.core.current_term(),
+                waiting.len()
+            );
+        }
+        for (_, (_, tx)) in waiting {
+            let _ = tx.send(ClientResponse::Unknown {
+                reason: "the leader stepped down before the write was known to commit; it may \
+                         still be applied (a retry with the same X-Client-Id and X-Request-Seq \
+                         is applied at most once)"
+                    .into(),
+                leader: None,
+            });
         }
     }
 
@@ -394,7 +438,7 @@ impl Consensus {
                 match accepted {
                     Some((index, term)) => {
                         // Registered before any Apply for this index can be sent.
-                        self.state_machine.do_send(AwaitApplied { index, term, tx });
+                        self.waiters.insert(index, (term, tx));
                     }
                     None => {
                         let _ = tx.send(self.unavailable());
@@ -472,6 +516,7 @@ impl Actor for Consensus {
         // Forwarded requests whose caller gave up are forgotten.
         ctx.run_interval(Duration::from_secs(1), |act, _| {
             act.forwards.retain(|_, (_, tx)| !tx.is_closed());
+            act.waiters.retain(|_, (_, tx)| !tx.is_closed());
         });
     }
 }
@@ -618,16 +663,13 @@ impl Handler<Replicated> for Consensus {
     }
 }
 
-impl Handler<Applied> for Consensus {
+impl Handler<StoreDurable> for Consensus {
     type Result = ();
 
-    fn handle(&mut self, msg: Applied, ctx: &mut Context<Self>) {
-        self.last_applied = self.last_applied.max(msg.index);
-        if let Some(durable) = msg.durable {
-            self.store_durable = self.store_durable.max(durable);
-            let effects = self.core.on_store_durable(durable);
-            self.run(effects, ctx);
-        }
+    fn handle(&mut self, msg: StoreDurable, ctx: &mut Context<Self>) {
+        self.store_durable = self.store_durable.max(msg.durable);
+        let effects = self.core.on_store_durable(msg.durable);
+        self.run(effects, ctx);
     }
 }
 
@@ -636,7 +678,6 @@ impl Handler<ChunkStored> for Consensus {
 
     fn handle(&mut self, msg: ChunkStored, ctx: &mut Context<Self>) {
         if msg.installed {
-            self.last_applied = self.last_applied.max(msg.snapshot.index);
             self.store_durable = self.store_durable.max(msg.snapshot.index);
         }
         let effects = self.core.on_snapshot_chunk(
@@ -661,7 +702,7 @@ impl Handler<GetStatus> for Consensus {
             term: s.term,
             leader: s.leader,
             commit_index: s.commit_index,
-            last_applied: self.last_applied,
+            last_applied: self.applied.get(),
             last_log_index: s.last_log_index,
             snapshot_index: s.snapshot_index,
             voted_for: self.core.voted_for(),

@@ -778,3 +778,45 @@ fn pre_vote_is_refused_while_following_a_leader_and_changes_nothing() {
     );
     assert_eq!(m.current_term(), 1);
 }
+
+/// Reference: thesis §9.6 (Pre-Vote) with §5.2. A candidate of term 1 times out and starts
+/// a pre-vote for term 2 while a vote for term 1 is still in flight. The vote arrives and
+/// it leads term 1; then a late pre-vote grant for term 2 arrives. That grant belongs to a
+/// pre-campaign that ended when this node won: it must not depose the new leader.
+#[test]
+fn late_pre_vote_grant_does_not_depose_a_new_leader() {
+    let mut n = node(1, 0, vec![]);
+    campaign(&mut n);
+    assert_eq!((n.role(), n.current_term()), (Role::Candidate, 1));
+    // The candidate's election times out: a pre-vote for term 2 goes out.
+    let e = n.on_election_timeout();
+    durable(&mut n, e);
+    assert_eq!((n.role(), n.current_term()), (Role::Candidate, 1));
+    // The vote for term 1 arrives late: node 1 leads term 1.
+    let e = n.on_message(
+        2,
+        Message::RequestVoteResponse {
+            term: 1,
+            vote_granted: true,
+        },
+    );
+    durable(&mut n, e);
+    assert_eq!(n.role(), Role::Leader);
+    // Then node 2's grant of the pre-vote for term 2.
+    let e = n.on_message(
+        2,
+        Message::PreVoteResponse {
+            term: 2,
+            vote_granted: true,
+        },
+    );
+    let e = durable(&mut n, e);
+    assert_eq!((n.role(), n.current_term()), (Role::Leader, 1));
+    assert!(
+        !sent(&e)
+            .iter()
+            .any(|(_, m)| matches!(m, Message::RequestVote { .. })),
+        "no election for term 2: {:?}",
+        e
+    );
+}

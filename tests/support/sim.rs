@@ -97,6 +97,10 @@ pub struct World {
     rng: StdRng,
     net: NetConfig,
     blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Messages of one kind on one link that are held back until released, in order.
+    held: BTreeMap<(NodeId, NodeId, &'static str), Vec<Message>>,
+    /// Messages of one kind on one link that are lost.
+    dropped_kinds: BTreeSet<(NodeId, NodeId, &'static str)>,
     slots: BTreeMap<NodeId, Slot>,
     options: RaftOptions,
     pub msg_counts: BTreeMap<&'static str, u64>,
@@ -286,6 +290,14 @@ impl Transport for SimTransport {
         if !from_alive || w.blocked.contains(&(self.from, to)) {
             return;
         }
+        let kind = msg.kind();
+        if w.dropped_kinds.contains(&(self.from, to, kind)) {
+            return;
+        }
+        if let Some(queue) = w.held.get_mut(&(self.from, to, kind)) {
+            queue.push(msg);
+            return;
+        }
         let net = w.net;
         if w.rng.gen_bool(net.drop_rate) {
             return;
@@ -297,29 +309,32 @@ impl Transport for SimTransport {
             } else {
                 w.rng.gen_range(net.delay_ms.0..=net.delay_ms.1)
             };
-            let world = self.world.clone();
-            let from = self.from;
-            let msg = msg.clone();
-            // Like a TCP connection, a message dies with the process it was sent to: a
-            // restarted node never receives what was addressed to its previous life.
-            let to_incarnation = w.slots.get(&to).map(|s| s.incarnation);
-            actix::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                let target = {
-                    let w = lock(&world);
-                    let same_life = w.slots.get(&to).map(|s| s.incarnation) == to_incarnation;
-                    if w.blocked.contains(&(from, to)) || !same_life {
-                        None
-                    } else {
-                        w.alive(to).map(|h| h.consensus.clone())
-                    }
-                };
-                if let Some(t) = target {
-                    t.do_send(Inbound { from, msg });
-                }
-            });
+            deliver(&self.world, &w, self.from, to, msg.clone(), ms);
         }
     }
+}
+
+/// Delivers `msg` after `ms`, unless the link is cut or `to` restarts meanwhile.
+fn deliver(world: &Arc<Mutex<World>>, w: &World, from: NodeId, to: NodeId, msg: Message, ms: u64) {
+    let world = world.clone();
+    // Like a TCP connection, a message dies with the process it was sent to: a
+    // restarted node never receives what was addressed to its previous life.
+    let to_incarnation = w.slots.get(&to).map(|s| s.incarnation);
+    actix::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let target = {
+            let w = lock(&world);
+            let same_life = w.slots.get(&to).map(|s| s.incarnation) == to_incarnation;
+            if w.blocked.contains(&(from, to)) || !same_life {
+                None
+            } else {
+                w.alive(to).map(|h| h.consensus.clone())
+            }
+        };
+        if let Some(t) = target {
+            t.do_send(Inbound { from, msg });
+        }
+    });
 }
 
 /// Receives applied entries from every node for the State Machine Safety check.
@@ -417,6 +432,8 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             net,
             blocked: BTreeSet::new(),
+            held: BTreeMap::new(),
+            dropped_kinds: BTreeSet::new(),
             slots: ids
                 .iter()
                 .map(|&id| {
@@ -585,6 +602,35 @@ impl Sim {
     /// Messages from `from` to `to` are lost (the other direction still works).
     pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
         lock(&self.world).blocked.insert((from, to));
+    }
+
+    /// Holds back messages of `kind` (see `Message::kind`) from `from` to `to` until
+    /// [`Sim::release`].
+    pub fn hold(&self, from: NodeId, to: NodeId, kind: &'static str) {
+        lock(&self.world).held.entry((from, to, kind)).or_default();
+    }
+
+    /// How many messages of `kind` from `from` to `to` are held back.
+    pub fn held(&self, from: NodeId, to: NodeId, kind: &'static str) -> usize {
+        lock(&self.world)
+            .held
+            .get(&(from, to, kind))
+            .map_or(0, Vec::len)
+    }
+
+    /// Stops holding messages of `kind` from `from` to `to` and delivers the held ones
+    /// now, in the order they were sent.
+    pub fn release(&self, from: NodeId, to: NodeId, kind: &'static str) {
+        let mut w = lock(&self.world);
+        let held = w.held.remove(&(from, to, kind)).unwrap_or_default();
+        for msg in held {
+            deliver(&self.world, &w, from, to, msg, 0);
+        }
+    }
+
+    /// Messages of `kind` from `from` to `to` are lost from now on.
+    pub fn drop_kind(&self, from: NodeId, to: NodeId, kind: &'static str) {
+        lock(&self.world).dropped_kinds.insert((from, to, kind));
     }
 
     pub fn heal(&self) {

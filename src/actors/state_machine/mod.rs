@@ -8,6 +8,8 @@
 //! snapshot work never stall the consensus actor.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -24,15 +26,18 @@ use crate::codec;
 use crate::kv::{ApplyItem, ClientResponse, Command, Installer, KvStore};
 use crate::raft::{Entry, LogIndex, LogPoint, NodeId, Payload, Term};
 
-/// Committed entries, in order.
+/// Committed entries, in order, with the clients waiting for the outcome of some of them
+/// (they ride along, so a write costs no message of its own between the actors).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Apply(pub Vec<Entry>);
+pub struct Apply {
+    pub entries: Vec<Entry>,
+    pub waiters: Vec<Waiter>,
+}
 
-/// Tell `tx` the outcome of the entry proposed at (`index`, `term`) once it is applied.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AwaitApplied {
+/// A client waiting for the outcome of the entry it proposed at (`index`, `term`).
+#[derive(Debug)]
+pub struct Waiter {
     pub index: LogIndex,
     pub term: Term,
     pub tx: oneshot::Sender<ClientResponse>,
@@ -57,13 +62,31 @@ pub struct ReadLocal(pub String);
 #[rtype(result = "(LogIndex, BTreeMap<String, Vec<u8>>)")]
 pub struct Dump;
 
-/// Reported to the consensus actor after each applied batch; `durable` is set when the
-/// store has synced everything up to that index (the log below it may be compacted).
+/// Reported to the consensus actor when the store has synced everything up to `durable`
+/// (the log below it may be compacted).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct Applied {
-    pub index: LogIndex,
-    pub durable: Option<LogIndex>,
+pub struct StoreDurable {
+    pub durable: LogIndex,
+}
+
+/// The state machine's applied index, for `/status`: a gauge the StateMachine sets and
+/// anyone may read. No decision depends on it.
+#[derive(Clone, Debug, Default)]
+pub struct AppliedGauge(Arc<AtomicU64>);
+
+impl AppliedGauge {
+    pub fn new(index: LogIndex) -> Self {
+        AppliedGauge(Arc::new(AtomicU64::new(index)))
+    }
+
+    pub fn get(&self) -> LogIndex {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, index: LogIndex) {
+        self.0.store(index, Ordering::Relaxed);
+    }
 }
 
 /// When the store syncs (a durable commit): the log is the write-ahead log, so these only
@@ -92,10 +115,17 @@ pub struct AppliedEntries {
     pub entries: Vec<Entry>,
 }
 
+/// What the consensus actor holds of its state machine.
+pub struct StateMachineRef {
+    pub addr: Addr<StateMachine>,
+    pub applied: AppliedGauge,
+}
+
 /// Where the state machine reports to.
 pub struct StateMachineLinks {
-    pub applied: Recipient<Applied>,
+    pub durable: Recipient<StoreDurable>,
     pub chunks: Recipient<ChunkStored>,
+    pub applied: AppliedGauge,
 }
 
 pub struct StateMachine {
@@ -220,12 +250,16 @@ impl StateMachine {
         }
     }
 
-    fn report(&self, durable: Option<LogIndex>) {
+    /// Publishes the applied index, and tells the consensus actor when the store holds
+    /// everything up to it durably.
+    fn report(&self, durable: bool) {
         if let Some(l) = &self.links {
-            l.applied.do_send(Applied {
-                index: self.last_applied,
-                durable,
-            });
+            l.applied.set(self.last_applied);
+            if durable {
+                l.durable.do_send(StoreDurable {
+                    durable: self.durable,
+                });
+            }
         }
     }
 
@@ -252,7 +286,7 @@ impl StateMachine {
             "[node {}] store synced through index {}",
             self.node_id, self.durable
         );
-        self.report(Some(self.durable));
+        self.report(true);
     }
 }
 
@@ -309,8 +343,18 @@ struct ApplyPending;
 impl Handler<Apply> for StateMachine {
     type Result = ();
 
-    fn handle(&mut self, Apply(entries): Apply, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Apply { entries, waiters }: Apply, ctx: &mut Context<Self>) {
         self.pending.extend(entries);
+        for w in waiters {
+            if w.index <= self.last_applied {
+                let _ = w.tx.send(ClientResponse::Unknown {
+                    reason: "entry applied before its outcome could be recorded".into(),
+                    leader: None,
+                });
+            } else {
+                self.waiters.insert(w.index, (w.term, w.tx));
+            }
+        }
         if !self.apply_scheduled {
             self.apply_scheduled = true;
             ctx.notify(ApplyPending);
@@ -438,7 +482,7 @@ impl StateMachine {
             self.entries_since_sync = 0;
             self.bytes_since_sync = 0;
         }
-        self.report(durable.then_some(self.last_applied));
+        self.report(durable);
         if !durable && !self.commit_scheduled {
             // Clients are already answered: the entries are committed in the Raft log, and
             // this store only has to catch up. One store commit serves a few ms of writes.
@@ -450,21 +494,6 @@ impl StateMachine {
                 }
             });
         }
-    }
-}
-
-impl Handler<AwaitApplied> for StateMachine {
-    type Result = ();
-
-    fn handle(&mut self, msg: AwaitApplied, _ctx: &mut Context<Self>) {
-        if msg.index <= self.last_applied {
-            let _ = msg.tx.send(ClientResponse::Unknown {
-                reason: "entry applied before its outcome could be recorded".into(),
-                leader: None,
-            });
-            return;
-        }
-        self.waiters.insert(msg.index, (msg.term, msg.tx));
     }
 }
 

@@ -154,7 +154,7 @@ impl StateMachine {
                         entries: Vec::new(),
                     });
                 }
-                self.report(Some(self.durable));
+                self.report(true);
                 true
             }
             Err(e) => {

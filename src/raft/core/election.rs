@@ -81,6 +81,12 @@ impl RaftCore {
             self.become_follower(term, None);
             return;
         }
+        // Only a follower or candidate pre-campaigns. A grant that arrives after this node
+        // won the election of its current term must not start another one: it would depose
+        // the leader it just became.
+        if self.role == Role::Leader {
+            return;
+        }
         let wanted = self.current_term + 1;
         let Some(prevotes) = self.prevotes.as_mut() else {
             return;
@@ -103,6 +109,9 @@ impl RaftCore {
 
     pub(super) fn start_election(&mut self) {
         self.prevotes = None;
+        // Never from the leader role (pre-vote grants are ignored there), but if it ever
+        // were, everything waiting on the old role must hear of it.
+        self.leave_leadership();
         self.current_term += 1;
         self.role = Role::Candidate;
         self.leader_id = None;
@@ -236,6 +245,9 @@ impl RaftCore {
         self.role = Role::Leader;
         self.leader_id = Some(self.id);
         self.votes.clear();
+        // A pre-campaign for the next term, started while this node was a candidate, ends
+        // here: its late grants must not start an election that deposes this leader.
+        self.prevotes = None;
         self.peer_match.clear();
         self.snapshot_pins.clear();
         self.peer_read_ack.clear();
@@ -290,18 +302,25 @@ impl RaftCore {
             self.voted_for = None;
             self.persist_hard_state();
         }
-        if self.role == Role::Leader {
-            self.snapshot_pins.clear();
-            self.effects.push(Effect::SteppedDown);
-            for read in self.pending_reads.drain(..) {
-                self.effects.push(Effect::ReadFailed { id: read.id });
-            }
-            self.round_inflight = false;
-        }
+        self.leave_leadership();
         self.role = Role::Follower;
         self.leader_id = leader;
         // A pre-campaign ends with any change of term or leader; the next timeout restarts it.
         self.prevotes = None;
         self.votes.clear();
+    }
+
+    /// Leaving the leader role, whichever way: the Replicators stop, pending reads fail
+    /// and clients waiting on this leader's entries are answered (`SteppedDown`).
+    fn leave_leadership(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        self.snapshot_pins.clear();
+        self.effects.push(Effect::SteppedDown);
+        for read in self.pending_reads.drain(..) {
+            self.effects.push(Effect::ReadFailed { id: read.id });
+        }
+        self.round_inflight = false;
     }
 }
