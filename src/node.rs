@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::actors::consensus::{Consensus, RaftOptions};
+use crate::actors::consensus::{Consensus, ConsensusLinks, LogClock, RaftOptions};
 use crate::actors::election_timer::ElectionTimer;
 use crate::actors::log_store::LogStore;
 use crate::actors::state_machine::{
@@ -32,6 +32,8 @@ pub struct NodeDeps {
     pub threaded: bool,
     /// Seeds the election timer's randomness.
     pub seed: u64,
+    /// Stamps proposals with log time.
+    pub clock: LogClock,
     /// Receives every applied entry (simulator invariant checks); `None` in production.
     pub observer: Option<Recipient<AppliedEntries>>,
 }
@@ -84,6 +86,7 @@ pub fn start_node(
         applied,
         threaded,
         seed,
+        clock,
         observer,
     } = deps;
     reconcile(&mut initial, applied)?;
@@ -131,12 +134,15 @@ pub fn start_node(
             core,
             options,
             transport,
-            timer,
-            log_store,
-            StateMachineRef {
-                addr: sm,
-                applied: applied_gauge,
+            ConsensusLinks {
+                timer,
+                log_store,
+                state_machine: StateMachineRef {
+                    addr: sm,
+                    applied: applied_gauge,
+                },
             },
+            clock,
             seed ^ 0x5eed,
         )
     });

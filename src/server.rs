@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use log::info;
 
+use crate::actors::consensus::LogClock;
 use crate::config::Config;
 use crate::kv::{KvStore, StoreDisk};
 use crate::net::tcp::{serve_inbound, TcpTransport};
@@ -54,6 +55,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             applied,
             threaded: true,
             seed: rand::random(),
+            clock: LogClock::system(),
             observer: None,
         },
     )?;

@@ -546,6 +546,31 @@ fn bad_requests_get_clear_errors() {
     let (_, closed) = raw_exchange(&c.raft_addr(1), &hello, Duration::from_millis(500));
     assert!(!closed, "a valid handshake was refused");
 
+    // Sessions: seq starts at 1; an unknown session beyond its first request is refused
+    // with 409 (it may have been applied under a session that expired), never applied.
+    let sess = |id: &str, seq: &str| {
+        vec![
+            ("X-Client-Id", id.to_string()),
+            ("X-Request-Seq", seq.to_string()),
+        ]
+    };
+    let (status, body) = c.request(node, "PUT", "/kv/s", &sess("fresh", "0"), b"x");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = c.request(node, "PUT", "/kv/s", &sess("fresh", "5"), b"x");
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("session expired"),
+        "{}",
+        v
+    );
+    assert_eq!(c.get_via(leader, "s"), None, "a refused write was applied");
+    let (status, _) = c.request(node, "PUT", "/kv/s", &sess("fresh", "1"), b"one");
+    assert_eq!(status, 200);
+    let (status, _) = c.request(node, "PUT", "/kv/s", &sess("fresh", "2"), b"two");
+    assert_eq!(status, 200);
+    assert_eq!(c.get_via(leader, "s").as_deref(), Some("two"));
+
     c.wait_for_leader(ELECTION_DEADLINE);
     c.put_acked(node, "at-the-end", b"still fine");
 }

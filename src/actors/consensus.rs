@@ -119,6 +119,38 @@ impl Default for RaftOptions {
     }
 }
 
+/// The wall clock as this node's proposals see it: the Unix time (ms) at `origin`, plus
+/// tokio's monotonic time since (so the simulator's virtual time drives it, and a wall
+/// clock stepped backwards while the node runs does not move it).
+#[derive(Clone, Copy, Debug)]
+pub struct LogClock {
+    origin_ms: u64,
+    origin: tokio::time::Instant,
+}
+
+impl LogClock {
+    /// Starting at `origin_ms` now.
+    pub fn starting_at(origin_ms: u64) -> Self {
+        LogClock {
+            origin_ms,
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Starting at the system's wall clock now.
+    pub fn system() -> Self {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self::starting_at(ms)
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.origin_ms
+            .saturating_add(self.origin.elapsed().as_millis() as u64)
+    }
+}
+
 pub struct Consensus {
     core: RaftCore,
     options: RaftOptions,
@@ -144,9 +176,18 @@ pub struct Consensus {
     /// the state machine (they go with the `Apply` that carries their entry).
     waiters: BTreeMap<LogIndex, (Term, oneshot::Sender<ClientResponse>)>,
     applied: AppliedGauge,
+    /// Stamps proposals with log time (client sessions expire by it).
+    clock: LogClock,
     store_durable: LogIndex,
     transfers: BTreeMap<NodeId, SnapshotTransfer>,
     stopped: bool,
+}
+
+/// The node's other actors, as the consensus actor drives them.
+pub struct ConsensusLinks {
+    pub timer: Addr<ElectionTimer>,
+    pub log_store: Addr<LogStore>,
+    pub state_machine: StateMachineRef,
 }
 
 impl Consensus {
@@ -154,15 +195,19 @@ impl Consensus {
         core: RaftCore,
         options: RaftOptions,
         transport: Arc<dyn Transport>,
-        timer: Addr<ElectionTimer>,
-        log_store: Addr<LogStore>,
-        state_machine: StateMachineRef,
+        links: ConsensusLinks,
+        clock: LogClock,
         seed: u64,
     ) -> Self {
-        let StateMachineRef {
-            addr: state_machine,
-            applied,
-        } = state_machine;
+        let ConsensusLinks {
+            timer,
+            log_store,
+            state_machine:
+                StateMachineRef {
+                    addr: state_machine,
+                    applied,
+                },
+        } = links;
         // On start the commit index is what the state machine has applied.
         let core_snapshot_index = core.commit_index();
         Consensus {
@@ -183,6 +228,7 @@ impl Consensus {
             seen_order: VecDeque::new(),
             waiters: BTreeMap::new(),
             applied,
+            clock,
             store_durable: core_snapshot_index,
             transfers: BTreeMap::new(),
             stopped: false,
@@ -424,7 +470,12 @@ impl Consensus {
                 });
             }
             ClientRequest::Write { op, session } if self.core.role() == Role::Leader => {
-                let command = match codec::encode(&Command { op, session }) {
+                let command = Command {
+                    op,
+                    session,
+                    stamp_ms: self.clock.now_ms(),
+                };
+                let command = match codec::encode(&command) {
                     Ok(bytes) => bytes,
                     Err(e) => {
                         let _ = tx.send(ClientResponse::Unavailable {

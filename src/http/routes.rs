@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::actors::consensus::{ClientCall, GetStatus};
 use crate::kv::{
-    ApplyResult, ClientRequest, ClientResponse, ClientSession, KvOp, ReadConsistency,
+    ApplyResult, ClientRequest, ClientResponse, ClientSession, KvOp, ReadConsistency, FIRST_SEQ,
     MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 use crate::node::NodeHandle;
@@ -87,12 +87,20 @@ fn session(req: &HttpRequest) -> Result<Option<ClientSession>, Rejected> {
                     "X-Client-Id must be 1 to 128 bytes".into(),
                 ));
             }
-            let seq = seq.parse::<u64>().map_err(|_| {
-                Rejected(
-                    StatusCode::BAD_REQUEST,
-                    "X-Request-Seq must be a non-negative integer".into(),
-                )
-            })?;
+            let seq = seq
+                .parse::<u64>()
+                .ok()
+                .filter(|s| *s >= FIRST_SEQ)
+                .ok_or_else(|| {
+                    Rejected(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "X-Request-Seq must be an integer from {} (a session's first \
+                             request) up",
+                            FIRST_SEQ
+                        ),
+                    )
+                })?;
             Ok(Some(ClientSession { client_id, seq }))
         }
         _ => Err(Rejected(
@@ -152,6 +160,7 @@ pub fn status_code(response: &ClientResponse) -> u16 {
         ClientResponse::Value(None) => 404,
         ClientResponse::Unavailable { .. } => 503,
         ClientResponse::Unknown { .. } => 504,
+        ClientResponse::SessionExpired { .. } => 409,
     }
 }
 
@@ -176,6 +185,7 @@ fn respond(response: ClientResponse) -> HttpResponse {
         ClientResponse::Unknown { reason, leader } => {
             error(StatusCode::GATEWAY_TIMEOUT, &reason, leader)
         }
+        ClientResponse::SessionExpired { reason } => error(StatusCode::CONFLICT, &reason, None),
     }
 }
 

@@ -27,6 +27,9 @@ pub struct ClientSession {
 pub struct Command {
     pub op: KvOp,
     pub session: Option<ClientSession>,
+    /// The proposing leader's clock (ms since the Unix epoch): log time, by which client
+    /// sessions expire (see `sessions`).
+    pub stamp_ms: u64,
 }
 
 /// The outcome of applying a command, recorded per session so a retry gets the same answer.
@@ -39,4 +42,15 @@ pub enum ApplyResult {
     /// The request's seq is older than the newest one applied for its client: it was applied
     /// (or superseded) earlier, and its original result is no longer kept.
     Superseded,
+}
+
+/// What applying a command came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Applied (or a duplicate answered from its session) at the index.
+    Applied(ApplyResult, crate::raft::LogIndex),
+    /// Not applied: its session is unknown and this is not the session's first request.
+    SessionExpired,
+    /// Not applied: it would open a session while the table is full.
+    TooManySessions,
 }

@@ -9,11 +9,11 @@ mod request;
 mod sessions;
 mod store;
 
-pub use command::{ApplyResult, ClientSession, Command, KvOp};
+pub use command::{ApplyOutcome, ApplyResult, ClientSession, Command, KvOp};
 pub use disk::{MemStoreDisk, StoreDisk, STAGING_FILE, STORE_FILE};
 pub use error::StoreError;
 pub use request::{ClientRequest, ClientResponse, ReadConsistency};
-pub use sessions::{SessionRecord, MAX_SESSIONS};
+pub use sessions::{SessionRecord, FIRST_SEQ, MAX_SESSIONS, SESSION_TTL_MS};
 pub use store::{ApplyItem, Installer, KvStore, SnapshotReader};
 
 /// Longest key accepted, in bytes.

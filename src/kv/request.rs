@@ -40,6 +40,9 @@ pub enum ClientResponse {
         reason: String,
         leader: Option<NodeId>,
     },
+    /// The write's client session expired: it was not applied, and a retry in this session
+    /// never will be (409).
+    SessionExpired { reason: String },
     /// The request may or may not take effect (504).
     Unknown {
         reason: String,

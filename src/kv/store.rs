@@ -17,24 +17,26 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::command::{ApplyResult, Command, KvOp};
+use super::command::{ApplyOutcome, ApplyResult, Command, KvOp};
 use super::disk::StoreDisk;
 use super::error::StoreError;
-use super::sessions::{SessionRecord, MAX_SESSIONS};
+use super::sessions::{self, SessionCheck, SessionRecord, MAX_SESSIONS};
 use crate::codec;
 use crate::raft::{LogIndex, LogPoint, Term};
 
 const DATA: TableDefinition<&str, &[u8]> = TableDefinition::new("data");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
-/// (last index, client id): the order in which sessions are evicted.
+/// (last index, client id): the order in which sessions expire.
 const SESSION_ORDER: TableDefinition<(u64, &str), ()> = TableDefinition::new("session_order");
 
 const APPLIED_INDEX: &str = "applied_index";
 const APPLIED_TERM: &str = "applied_term";
 const FORMAT: &str = "format";
+/// Log time (ms): the newest leader stamp applied, never going backwards.
+const LOG_TIME: &str = "log_time_ms";
 /// Bumped when the layout of the tables changes.
-const FORMAT_VERSION: u64 = 1;
+const FORMAT_VERSION: u64 = 2;
 
 /// One committed entry for the store: `command` is `None` for a no-op (it still moves the
 /// applied index).
@@ -49,6 +51,8 @@ pub struct ApplyItem<'a> {
 enum SnapshotItem {
     Kv(String, Vec<u8>),
     Session(String, SessionRecord),
+    /// The log time sessions expire by.
+    LogTime(u64),
 }
 
 /// The key-value map, the session table and the applied point, on disk.
@@ -155,7 +159,7 @@ impl KvStore {
         &mut self,
         items: &[ApplyItem],
         durable: bool,
-    ) -> Result<Vec<Option<(ApplyResult, LogIndex)>>, StoreError> {
+    ) -> Result<Vec<Option<ApplyOutcome>>, StoreError> {
         let mut out = Vec::with_capacity(items.len());
         let Some(last) = items.last() else {
             return Ok(out);
@@ -167,23 +171,30 @@ impl KvStore {
         {
             let (mut data, mut sessions, mut order) =
                 open_data_tables(&txn).map_err(|e| self.err("tables", e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err("meta", e))?;
+            let start_time = meta
+                .get(LOG_TIME)
+                .map_err(|e| self.err("meta", e))?
+                .map_or(0, |v| v.value());
+            let mut t = SessionTables {
+                sessions: &mut sessions,
+                order: &mut order,
+                max: self.max_sessions,
+                now_ms: start_time,
+            };
             for item in items {
                 let Some(cmd) = item.command else {
                     out.push(None);
                     continue;
                 };
-                let r = apply_one(
-                    &mut data,
-                    &mut sessions,
-                    &mut order,
-                    item.index,
-                    cmd,
-                    self.max_sessions,
-                )
-                .map_err(|e| self.err("apply", e))?;
+                let r = apply_one(&mut data, &mut t, item.index, cmd)
+                    .map_err(|e| self.err("apply", e))?;
                 out.push(Some(r));
             }
-            let mut meta = txn.open_table(META).map_err(|e| self.err("meta", e))?;
+            if t.now_ms != start_time {
+                meta.insert(LOG_TIME, t.now_ms)
+                    .map_err(|e| self.err("meta", e))?;
+            }
             meta.insert(APPLIED_INDEX, last.index)
                 .map_err(|e| self.err("meta", e))?;
             meta.insert(APPLIED_TERM, last.term)
@@ -305,26 +316,69 @@ fn read_applied(txn: &ReadTransaction) -> Result<LogPoint, redb::Error> {
     Ok(LogPoint { index, term })
 }
 
+/// The session tables of a write transaction, with the log time reached so far.
+struct SessionTables<'a, 't> {
+    sessions: &'a mut Tables0<'t>,
+    order: &'a mut OrderTable<'t>,
+    max: usize,
+    now_ms: u64,
+}
+
+impl SessionTables<'_, '_> {
+    /// Drops the sessions idle for longer than the TTL at log time `now_ms`, oldest first
+    /// (log time never goes backwards, so the order by last index is the order by time).
+    fn expire(&mut self) -> Result<(), String> {
+        let e = |e: redb::StorageError| e.to_string();
+        loop {
+            let oldest = match self.order.first().map_err(e)? {
+                Some((k, _)) => k.value().1.to_string(),
+                None => return Ok(()),
+            };
+            let last_ms = match self.sessions.get(oldest.as_str()).map_err(e)? {
+                Some(raw) => {
+                    codec::decode::<SessionRecord>(raw.value())
+                        .map_err(|x| format!("session {:?}: {}", oldest, x))?
+                        .last_ms
+                }
+                // An order row without its session: drop the row.
+                None => 0,
+            };
+            if !sessions::expired(last_ms, self.now_ms) {
+                return Ok(());
+            }
+            self.order.pop_first().map_err(e)?;
+            self.sessions.remove(oldest.as_str()).map_err(e)?;
+        }
+    }
+}
+
 fn apply_one(
     data: &mut Tables0,
-    sessions: &mut Tables0,
-    order: &mut OrderTable,
+    t: &mut SessionTables,
     index: LogIndex,
     cmd: &Command,
-    max_sessions: usize,
-) -> Result<(ApplyResult, LogIndex), String> {
+) -> Result<ApplyOutcome, String> {
     let e = |e: redb::Error| e.to_string();
+    // Log time: the leader's stamp, but never earlier than what was applied before (a new
+    // leader's clock may be behind), so every replica reaches the same time at this entry.
+    t.now_ms = t.now_ms.max(cmd.stamp_ms);
+    t.expire()?;
     let mut previous: Option<SessionRecord> = None;
     if let Some(session) = &cmd.session {
-        if let Some(raw) = sessions
+        if let Some(raw) = t
+            .sessions
             .get(session.client_id.as_str())
             .map_err(|x| e(x.into()))?
         {
-            let rec: SessionRecord = codec::decode(raw.value()).map_err(|x| x.to_string())?;
-            if let Some(dup) = rec.duplicate(session) {
-                return Ok(dup);
-            }
-            previous = Some(rec);
+            previous = Some(codec::decode(raw.value()).map_err(|x| x.to_string())?);
+        }
+        match sessions::check(previous.as_ref(), session) {
+            SessionCheck::Apply => {}
+            SessionCheck::Duplicate(result, at) => return Ok(ApplyOutcome::Applied(result, at)),
+            SessionCheck::Expired => return Ok(ApplyOutcome::SessionExpired),
+        }
+        if previous.is_none() && t.sessions.len().map_err(|x| e(x.into()))? >= t.max as u64 {
+            return Ok(ApplyOutcome::TooManySessions);
         }
     }
     let result = match &cmd.op {
@@ -342,7 +396,7 @@ fn apply_one(
     };
     if let Some(session) = &cmd.session {
         if let Some(old) = &previous {
-            order
+            t.order
                 .remove((old.last_index, session.client_id.as_str()))
                 .map_err(|x| e(x.into()))?;
         }
@@ -350,28 +404,17 @@ fn apply_one(
             last_seq: session.seq,
             last_result: result.clone(),
             last_index: index,
+            last_ms: t.now_ms,
         };
         let raw = codec::encode(&rec).map_err(|x| x.to_string())?;
-        sessions
+        t.sessions
             .insert(session.client_id.as_str(), raw.as_slice())
             .map_err(|x| e(x.into()))?;
-        order
+        t.order
             .insert((index, session.client_id.as_str()), ())
             .map_err(|x| e(x.into()))?;
-        while sessions.len().map_err(|x| e(x.into()))? > max_sessions as u64 {
-            let oldest = order
-                .pop_first()
-                .map_err(|x| e(x.into()))?
-                .map(|(k, _)| k.value().1.to_string());
-            match oldest {
-                Some(id) => {
-                    sessions.remove(id.as_str()).map_err(|x| e(x.into()))?;
-                }
-                None => break,
-            }
-        }
     }
-    Ok((result, index))
+    Ok(ApplyOutcome::Applied(result, index))
 }
 
 type Tables0<'t> = redb::Table<'t, &'static str, &'static [u8]>;
@@ -426,6 +469,12 @@ impl SnapshotReader {
             }
             Ok(true)
         };
+        let meta = self.txn.open_table(META).map_err(|e| err("meta", &e))?;
+        let log_time = meta
+            .get(LOG_TIME)
+            .map_err(|e| err("meta", &e))?
+            .map_or(0, |v| v.value());
+        items.push(SnapshotItem::LogTime(log_time));
         let data = self.txn.open_table(DATA).map_err(|e| err("data", &e))?;
         for item in data.iter().map_err(|e| err("scan", &e))? {
             let (k, v) = item.map_err(|e| err("scan", &e))?;
@@ -524,6 +573,11 @@ impl Installer {
                     SnapshotItem::Kv(k, v) => {
                         data.insert(k.as_str(), v.as_slice())
                             .map_err(|e| self.err("insert", e))?;
+                    }
+                    SnapshotItem::LogTime(ms) => {
+                        let mut meta = txn.open_table(META).map_err(|e| self.err("meta", e))?;
+                        meta.insert(LOG_TIME, *ms)
+                            .map_err(|e| self.err("meta", e))?;
                     }
                     SnapshotItem::Session(id, rec) => {
                         let raw = codec::encode(rec).map_err(|e| self.err("session", e))?;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::kv::{ClientSession, MemStoreDisk};
+use crate::kv::{ClientSession, MemStoreDisk, SESSION_TTL_MS};
 
 fn put(k: &str, v: &str, session: Option<(&str, u64)>) -> Command {
     Command {
@@ -11,7 +11,14 @@ fn put(k: &str, v: &str, session: Option<(&str, u64)>) -> Command {
             client_id: c.into(),
             seq,
         }),
+        stamp_ms: 0,
     }
+}
+
+/// `cmd` as a leader stamped it at log time `ms`.
+fn at(ms: u64, mut cmd: Command) -> Command {
+    cmd.stamp_ms = ms;
+    cmd
 }
 
 fn item(index: LogIndex, cmd: &Command) -> ApplyItem<'_> {
@@ -36,39 +43,133 @@ fn put_get_delete_and_applied_point_move_together() {
     let del = Command {
         op: KvOp::Delete { key: "a".into() },
         session: None,
+        stamp_ms: 0,
     };
     let r = kv
         .apply(&[item(1, &a), item(2, &del), item(3, &del)], false)
         .unwrap();
-    assert_eq!(r[0], Some((ApplyResult::Put, 1)));
-    assert_eq!(r[1], Some((ApplyResult::Deleted { existed: true }, 2)));
-    assert_eq!(r[2], Some((ApplyResult::Deleted { existed: false }, 3)));
+    assert_eq!(r[0], Some(ApplyOutcome::Applied(ApplyResult::Put, 1)));
+    assert_eq!(
+        r[1],
+        Some(ApplyOutcome::Applied(
+            ApplyResult::Deleted { existed: true },
+            2
+        ))
+    );
+    assert_eq!(
+        r[2],
+        Some(ApplyOutcome::Applied(
+            ApplyResult::Deleted { existed: false },
+            3
+        ))
+    );
     assert_eq!(kv.get("a").unwrap(), None);
     assert_eq!(kv.applied().unwrap(), LogPoint { index: 3, term: 1 });
 }
 
 #[test]
-fn retried_request_applies_once_and_old_sessions_are_evicted_by_log_index() {
+fn retried_request_applies_once() {
     let (_, disk) = mem();
-    let (kv, _) = KvStore::open(&disk, 1 << 20).unwrap();
-    let mut kv = kv.with_max_sessions(2);
+    let (mut kv, _) = KvStore::open(&disk, 1 << 20).unwrap();
     let first = put("a", "1", Some(("c", 1)));
     kv.apply(&[item(1, &first), item(2, &put("a", "2", None))], false)
         .unwrap();
     // The retry of seq 1 arrives after another write: it must not apply again.
     let r = kv.apply(&[item(3, &first)], false).unwrap();
-    assert_eq!(r[0], Some((ApplyResult::Put, 1)), "the original index");
+    assert_eq!(
+        r[0],
+        Some(ApplyOutcome::Applied(ApplyResult::Put, 1)),
+        "the original index"
+    );
     assert_eq!(kv.get("a").unwrap(), Some(b"2".to_vec()));
+}
+
+/// Thesis §6.3: a session that has expired can no longer tell a retry from a new request,
+/// so its requests are refused, never applied. Only a session's first request opens one.
+#[test]
+fn an_expired_session_refuses_its_requests_instead_of_applying_them_twice() {
+    let (_, disk) = mem();
+    let (mut kv, _) = KvStore::open(&disk, 1 << 20).unwrap();
+    let t0 = 1_000_000;
     kv.apply(
         &[
-            item(4, &put("x", "1", Some(("d", 1)))),
-            item(5, &put("y", "1", Some(("e", 1)))),
+            item(1, &at(t0, put("a", "1", Some(("c", 1))))),
+            item(2, &at(t0, put("a", "2", Some(("c", 2))))),
         ],
         false,
     )
     .unwrap();
-    assert!(kv.session("c").unwrap().is_none(), "c was used longest ago");
+    // Within the TTL, a retry of seq 2 is answered from the session.
+    let retry = at(t0 + SESSION_TTL_MS, put("a", "2", Some(("c", 2))));
+    assert_eq!(
+        kv.apply(&[item(3, &retry)], false).unwrap()[0],
+        Some(ApplyOutcome::Applied(ApplyResult::Put, 2))
+    );
+    // Another client writes an hour and a bit later: c's session expires.
+    let later = t0 + 2 * SESSION_TTL_MS + 1;
+    kv.apply(&[item(4, &at(later, put("b", "1", Some(("d", 1)))))], false)
+        .unwrap();
+    assert!(kv.session("c").unwrap().is_none(), "c expired");
     assert!(kv.session("d").unwrap().is_some());
+    // c's retry of seq 2 and its next request are refused, and change nothing.
+    kv.apply(&[item(5, &at(later, put("a", "x", None)))], false)
+        .unwrap();
+    for (i, seq) in [(6, 2), (7, 3)] {
+        let r = kv
+            .apply(
+                &[item(i, &at(later, put("a", "3", Some(("c", seq)))))],
+                false,
+            )
+            .unwrap();
+        assert_eq!(r[0], Some(ApplyOutcome::SessionExpired), "seq {}", seq);
+    }
+    assert_eq!(kv.get("a").unwrap(), Some(b"x".to_vec()));
+    assert!(kv.session("c").unwrap().is_none(), "refusals open nothing");
+    // A new session (seq 1) works.
+    let r = kv
+        .apply(&[item(8, &at(later, put("a", "4", Some(("c", 1)))))], false)
+        .unwrap();
+    assert_eq!(r[0], Some(ApplyOutcome::Applied(ApplyResult::Put, 8)));
+}
+
+#[test]
+fn log_time_never_goes_backwards_and_sessions_are_never_evicted_early() {
+    let (_, disk) = mem();
+    let (kv, _) = KvStore::open(&disk, 1 << 20).unwrap();
+    let mut kv = kv.with_max_sessions(2);
+    let t0 = 5 * SESSION_TTL_MS;
+    kv.apply(
+        &[
+            item(1, &at(t0, put("a", "1", Some(("c", 1))))),
+            // A new leader whose clock is far behind: log time stays at t0.
+            item(2, &at(0, put("b", "1", Some(("d", 1))))),
+        ],
+        false,
+    )
+    .unwrap();
+    // The table is full: a third session is refused rather than evicting a live one (whose
+    // retries would then apply twice).
+    let r = kv
+        .apply(&[item(3, &at(t0, put("x", "1", Some(("e", 1)))))], false)
+        .unwrap();
+    assert_eq!(r[0], Some(ApplyOutcome::TooManySessions));
+    assert_eq!(kv.get("x").unwrap(), None);
+    // Known sessions go on.
+    let r = kv
+        .apply(
+            &[item(4, &at(t0 + 10, put("a", "2", Some(("c", 2)))))],
+            false,
+        )
+        .unwrap();
+    assert_eq!(r[0], Some(ApplyOutcome::Applied(ApplyResult::Put, 4)));
+    // Once d has been idle past the TTL (c wrote more recently), e gets its place.
+    let t1 = t0 + SESSION_TTL_MS + 1;
+    let r = kv
+        .apply(&[item(5, &at(t1, put("x", "1", Some(("e", 1)))))], false)
+        .unwrap();
+    assert_eq!(r[0], Some(ApplyOutcome::Applied(ApplyResult::Put, 5)));
+    assert!(kv.session("d").unwrap().is_none());
+    assert!(kv.session("c").unwrap().is_some());
 }
 
 #[test]
@@ -89,7 +190,7 @@ fn crash_loses_unsynced_commits_and_replay_restores_them() {
     // and replaying an entry twice changes nothing.
     kv.apply(&[item(2, &w2)], false).unwrap();
     let again = kv.apply(&[item(2, &w2)], false).unwrap();
-    assert_eq!(again[0], Some((ApplyResult::Put, 2)));
+    assert_eq!(again[0], Some(ApplyOutcome::Applied(ApplyResult::Put, 2)));
     assert_eq!(kv.get("k").unwrap(), Some(b"2".to_vec()));
     assert_eq!(kv.session("c").unwrap().map(|s| s.last_seq), Some(2));
 }
@@ -168,6 +269,77 @@ fn snapshot_stream_installs_beside_the_old_store_and_swaps() {
     let (mut after_crash, applied) = KvStore::open(&StoreDisk::Mem(target_mem), 1 << 20).unwrap();
     assert_eq!(applied.index, 500, "the swap was durable");
     assert_eq!(after_crash.key_count().unwrap(), 500);
+}
+
+/// A follower that installs a snapshot and then applies the same entries as the leader
+/// makes the same session decisions: the snapshot carries the sessions and the log time.
+#[test]
+fn session_expiry_is_the_same_after_a_snapshot_install() {
+    let (_, disk) = mem();
+    let (mut source, _) = KvStore::open(&disk, 1 << 20).unwrap();
+    let t0 = 7 * SESSION_TTL_MS;
+    source
+        .apply(
+            &[
+                item(1, &at(t0, put("a", "1", Some(("old", 1))))),
+                item(2, &at(t0 + SESSION_TTL_MS, put("b", "1", Some(("new", 1))))),
+            ],
+            true,
+        )
+        .unwrap();
+    let reader = source.snapshot_reader().unwrap();
+    let mut chunks = Vec::new();
+    reader
+        .produce(4096, |c, _| {
+            chunks.push(c);
+            true
+        })
+        .unwrap();
+    let (_, target_disk) = mem();
+    let (target, _) = KvStore::open(&target_disk, 1 << 20).unwrap();
+    let mut inst = target
+        .begin_install(LogPoint { index: 2, term: 1 })
+        .unwrap();
+    for c in &chunks {
+        inst.write_chunk(c).unwrap();
+    }
+    let mut target = inst.finish().unwrap();
+    // The next entry is stamped by a leader whose clock is behind: log time (restored
+    // from the snapshot, not from this stamp) says "old" has been idle past the TTL.
+    let next = [
+        at(t0, put("c", "1", None)),
+        at(0, put("a", "2", Some(("old", 2)))),
+        at(0, put("b", "2", Some(("new", 2)))),
+    ];
+    let items: Vec<ApplyItem> = next
+        .iter()
+        .enumerate()
+        .map(|(i, c)| item(i as u64 + 3, c))
+        .collect();
+    // Nothing expires yet at log time t0 + TTL ("old" is idle exactly the TTL)...
+    let on_source = source.apply(&items, false).unwrap();
+    let on_target = target.apply(&items, false).unwrap();
+    assert_eq!(on_source, on_target);
+    assert_eq!(
+        on_source[1],
+        Some(ApplyOutcome::Applied(ApplyResult::Put, 4))
+    );
+    // ...and one ms later "new" is still live while a request of an unknown session
+    // beyond its first is refused on both.
+    let late = [
+        at(t0 + 2 * SESSION_TTL_MS + 5, put("b", "3", Some(("new", 3)))),
+        at(0, put("a", "3", Some(("gone", 4)))),
+    ];
+    let items: Vec<ApplyItem> = late
+        .iter()
+        .enumerate()
+        .map(|(i, c)| item(i as u64 + 6, c))
+        .collect();
+    let on_source = source.apply(&items, false).unwrap();
+    let on_target = target.apply(&items, false).unwrap();
+    assert_eq!(on_source, on_target);
+    assert_eq!(on_source[1], Some(ApplyOutcome::SessionExpired));
+    assert_eq!(source.dump().unwrap(), target.dump().unwrap());
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
-use raftkv::actors::consensus::{GetStatus, NodeStatus, RaftOptions, Shutdown};
+use raftkv::actors::consensus::{GetStatus, LogClock, NodeStatus, RaftOptions, Shutdown};
 use raftkv::actors::state_machine::{AppliedEntries, Dump};
 use raftkv::http::dispatch;
 use raftkv::kv::{ClientRequest, ClientResponse, KvOp, KvStore, ReadConsistency, StoreDisk};
@@ -503,6 +503,8 @@ impl Sim {
                 applied,
                 threaded: false,
                 seed,
+                // Log time is the simulation's virtual time, the same on every node.
+                clock: LogClock::starting_at(self.now_ms()),
                 observer: Some(self.observer.clone()),
             },
         )

@@ -23,7 +23,10 @@ pub use snapshots::{
 };
 
 use crate::codec;
-use crate::kv::{ApplyItem, ClientResponse, Command, Installer, KvStore};
+use crate::kv::{
+    ApplyItem, ApplyOutcome, ClientResponse, Command, Installer, KvStore, FIRST_SEQ, MAX_SESSIONS,
+    SESSION_TTL_MS,
+};
 use crate::raft::{Entry, LogIndex, LogPoint, NodeId, Payload, Term};
 
 /// Committed entries, in order, with the clients waiting for the outcome of some of them
@@ -290,6 +293,32 @@ impl StateMachine {
     }
 }
 
+/// What a client hears of its applied command.
+fn outcome_response(outcome: ApplyOutcome) -> ClientResponse {
+    match outcome {
+        ApplyOutcome::Applied(result, index) => ClientResponse::Written { index, result },
+        ApplyOutcome::SessionExpired => ClientResponse::SessionExpired {
+            reason: format!(
+                "session expired or unknown: its requests after the first (seq {}) can no longer \
+                 be told apart from retries, so this one was not applied; start a new session \
+                 (a new X-Client-Id, or seq {}). Sessions expire after {} minutes without a write",
+                FIRST_SEQ,
+                FIRST_SEQ,
+                SESSION_TTL_MS / 60_000
+            ),
+        },
+        ApplyOutcome::TooManySessions => ClientResponse::Unavailable {
+            reason: format!(
+                "too many client sessions ({} are live; they expire after {} minutes without a \
+                 write); not applied. Retry later, or write without X-Client-Id",
+                MAX_SESSIONS,
+                SESSION_TTL_MS / 60_000
+            ),
+            leader: None,
+        },
+    }
+}
+
 /// Store work that took long enough to show in client latency is worth an operator's
 /// attention (a slow or busy disk).
 pub(crate) fn slow(what: &str, started: std::time::Instant, node: NodeId, entries: u64) {
@@ -448,9 +477,7 @@ impl StateMachine {
         for (entry, result) in fresh.iter().zip(results) {
             if let Some((term, tx)) = self.waiters.remove(&entry.index) {
                 let response = match result {
-                    Some((result, index)) if term == entry.term => {
-                        ClientResponse::Written { index, result }
-                    }
+                    Some(outcome) if term == entry.term => outcome_response(outcome),
                     // Another leader's entry took this index: ours was never committed and,
                     // living only at this index, never will be.
                     _ => ClientResponse::Unavailable {
