@@ -653,13 +653,17 @@ fn damaged_data_files_are_reported_and_a_torn_tail_is_dropped() {
     let newest = segments(&dir).pop().expect("a log segment");
     let good = std::fs::read(&newest).unwrap();
 
-    // A crash mid-write: half a record of garbage at the end of the newest segment. The
+    // A crash mid-write: part of a batch header at the end of the newest segment. The
     // node drops it, says so, and rejoins.
     let mut torn = good.clone();
     torn.extend_from_slice(&[0x20, 0, 0, 0, 0x11, 0x22]);
     std::fs::write(&newest, &torn).unwrap();
     c.restart(victim);
-    c.wait_for_log(victim, "dropping a torn record", Duration::from_secs(5));
+    c.wait_for_log(
+        victim,
+        "dropping an incomplete batch",
+        Duration::from_secs(5),
+    );
     c.put_acked(leader, "after-torn", b"ok");
     let target = c.status(leader).unwrap().commit_index;
     c.wait_applied(victim, target, Duration::from_secs(10));

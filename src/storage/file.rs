@@ -9,9 +9,10 @@
 //! whose entries all lie at or below that point, oldest first; the live log is never
 //! rewritten.
 //!
-//! Recovery: a torn record at the end of the newest segment (a crash mid-write) is cut
-//! away with a warning. Any other damage, anywhere else, is corruption: the node refuses to
-//! start and names the file and byte offset.
+//! Recovery: each write is one batch with a header that marks its extent (`record.rs`). An
+//! incomplete last batch of the newest segment (a crash mid-write, never acknowledged) is
+//! cut away with a warning. Any other damage, anywhere else, is corruption: the node
+//! refuses to start and names the file and byte offset.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
-use super::record::{read_records, RecordReadOutcome, RecordWriter};
+use super::record::{batch_header, read_batches, RecordReadOutcome, RecordWriter};
 use super::{compact_entries, InitialState, Storage, StorageError};
 use crate::codec;
 use crate::raft::{Entry, HardState, LogIndex, LogPoint, PersistBatch, Term};
@@ -367,9 +368,12 @@ impl FileStorage {
     /// Writes and syncs the buffer to the newest segment.
     fn write_buf(&mut self) -> Result<(), StorageError> {
         let path = self.active_path();
+        // The batch header marks where this fsync'd batch ends (record.rs).
+        let header = batch_header(&self.buf);
+        self.file.write_all(&header).map_err(io_err(&path))?;
         self.file.write_all(&self.buf).map_err(io_err(&path))?;
         self.file.sync_data().map_err(io_err(&path))?;
-        self.active_len += self.buf.len() as u64;
+        self.active_len += (header.len() + self.buf.len()) as u64;
         self.buf.clear();
         Ok(())
     }
@@ -425,12 +429,13 @@ fn replay_segment(
     replay: &mut Replay,
 ) -> Result<Option<LogIndex>, StorageError> {
     let data = fs::read(path).map_err(io_err(path))?;
-    let (records, outcome) = read_records(&data);
+    let (records, outcome) = read_batches(&data);
     match outcome {
         RecordReadOutcome::Clean => {}
         RecordReadOutcome::TornTail { offset, reason } if newest => {
             warn!(
-                "{}: dropping a torn record at byte offset {} ({}), left by a crash mid-write",
+                "{}: dropping an incomplete batch at byte offset {} ({}), left by a crash \
+                 mid-write before it was acknowledged",
                 path.display(),
                 offset,
                 reason

@@ -69,12 +69,13 @@ fn torn_tail_is_dropped_and_corruption_is_reported_with_offset() {
     let seg;
     {
         let (mut st, _) = open(&dir);
-        st.persist(&batch(1, None, None, vec![e(1, 1), e(2, 1)]))
-            .unwrap();
+        st.persist(&batch(1, None, None, vec![e(1, 1)])).unwrap();
+        st.persist(&batch(2, None, None, vec![e(2, 1)])).unwrap();
         seg = st.active_path();
     }
     let full = fs::read(&seg).unwrap();
-    // Crash mid-write: the last few bytes never made it.
+    // Crash mid-write: the last few bytes of the last batch never made it, so that batch
+    // was never acknowledged and goes as a whole.
     fs::write(&seg, &full[..full.len() - 3]).unwrap();
     let (mut st, init) = open(&dir);
     assert_eq!(init.entries, vec![e(1, 1)]);
@@ -185,5 +186,60 @@ fn old_format_directory_is_refused_with_what_to_do() {
         }
         other => panic!("expected a refusal, got {:?}", other.map(|(_, s)| s)),
     }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The latest vote, synced and acknowledged, then damaged on disk: the node must refuse to
+/// start rather than forget the vote (and perhaps vote twice in that term).
+#[test]
+fn a_damaged_last_vote_is_corruption_not_a_torn_tail() {
+    let dir = tmpdir("vote-flip");
+    let seg;
+    {
+        let (mut st, _) = open(&dir);
+        st.persist(&batch(1, None, None, vec![e(1, 1)])).unwrap();
+        let vote = HardState {
+            current_term: 2,
+            voted_for: Some(3),
+        };
+        st.persist(&batch(2, Some(vote), None, vec![])).unwrap();
+        seg = st.active_path();
+    }
+    let mut bytes = fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 0x01;
+    fs::write(&seg, &bytes).unwrap();
+    match FileStorage::open(&dir, DEFAULT_SEGMENT_BYTES) {
+        Err(StorageError::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, seg);
+            assert!(reason.contains("complete batch"), "{}", reason);
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|(_, s)| s)),
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A crash while a large batch was written, its pages reaching the disk out of order: the
+/// end of the batch is there, a sector in its middle is not. It was never acknowledged:
+/// dropped with a warning, and the node starts with what came before.
+#[test]
+fn a_large_last_batch_with_a_hole_is_a_torn_tail() {
+    let dir = tmpdir("hole");
+    let seg;
+    let before;
+    {
+        let (mut st, _) = open(&dir);
+        st.persist(&batch(1, None, None, vec![e(1, 1)])).unwrap();
+        seg = st.active_path();
+        before = fs::read(&seg).unwrap().len();
+        st.persist(&batch(2, None, None, (2..60).map(|i| e(i, 1)).collect()))
+            .unwrap();
+    }
+    let mut bytes = fs::read(&seg).unwrap();
+    let hole = before.div_ceil(512) * 512 + 1024;
+    bytes[hole..hole + 512].fill(0);
+    fs::write(&seg, &bytes).unwrap();
+    let (_, init) = open(&dir);
+    assert_eq!(init.entries, vec![e(1, 1)]);
     let _ = fs::remove_dir_all(&dir);
 }
