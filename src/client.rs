@@ -107,7 +107,8 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         if size == 0 {
             return Some(out);
         }
-        if data.len() < size + 2 {
+        // A size near usize::MAX from a hostile server must not overflow.
+        if data.len() < size.checked_add(2)? {
             return None;
         }
         out.extend_from_slice(&data[..size]);
@@ -249,6 +250,13 @@ impl KvClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_size_near_usize_max_is_an_error_not_an_overflow() {
+        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nabc\r\n0\r\n\r\n";
+        assert!(parse_response(raw).is_err());
+        assert_eq!(dechunk(b"fffffffffffffffe\r\nx\r\n"), None);
+    }
 
     #[test]
     fn parses_fixed_and_chunked_bodies() {

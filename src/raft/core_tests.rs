@@ -820,3 +820,32 @@ fn late_pre_vote_grant_does_not_depose_a_new_leader() {
         e
     );
 }
+
+/// A peer that sends numbers near u64::MAX (a bug or an attack) is ignored: the term does
+/// not move, and nothing downstream does arithmetic on it.
+#[test]
+fn hostile_numbers_from_a_peer_are_ignored() {
+    let mut n = node(2, 1, vec![entry(1, 1)]);
+    for msg in [
+        vote_req(u64::MAX, 3, 1, 1),
+        vote_req(2, 3, u64::MAX, 1),
+        append(u64::MAX, 1, (1, 1), vec![], 1),
+        append(2, 1, (u64::MAX, 1), vec![], 1),
+        append(2, 1, (1, 1), vec![], u64::MAX),
+        // Entries that do not follow prev_log_index, or from a newer term than the leader's.
+        append(2, 1, (1, 1), vec![entry(5, 2)], 1),
+        append(2, 1, (1, 1), vec![entry(2, 3)], 1),
+        Message::AppendEntriesResponse {
+            term: 1,
+            success: true,
+            match_index: u64::MAX,
+            reject: None,
+            read_seq: 0,
+        },
+    ] {
+        let e = n.on_message(3, msg.clone());
+        assert!(e.is_empty(), "{:?} -> {:?}", msg, e);
+        assert_eq!((n.current_term(), n.voted_for()), (1, None), "{:?}", msg);
+    }
+    assert_eq!(n.log().last_index(), 1);
+}

@@ -103,7 +103,116 @@ pub enum Message {
     },
 }
 
+/// Terms, indexes and offsets from a peer above this are refused: no real cluster gets
+/// near it (a term per microsecond for 100 000 years), and it leaves room for `+ 1`.
+pub const MAX_SANE: u64 = 1 << 62;
+
 impl Message {
+    /// Checks the numbers a peer sent before the protocol acts on them: nothing near
+    /// `u64::MAX` (arithmetic on it would overflow) and an AppendEntries whose entries
+    /// follow `prev_log_index` one by one, in terms no newer than the leader's.
+    pub fn validate(&self) -> Result<(), String> {
+        let sane = |what: &str, v: u64| {
+            if v > MAX_SANE {
+                Err(format!("{} {} is out of range", what, v))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Message::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+                ..
+            }
+            | Message::RequestVote {
+                term,
+                last_log_index,
+                last_log_term,
+                ..
+            } => {
+                sane("term", *term)?;
+                sane("last_log_index", *last_log_index)?;
+                sane("last_log_term", *last_log_term)
+            }
+            Message::PreVoteResponse { term, .. } | Message::RequestVoteResponse { term, .. } => {
+                sane("term", *term)
+            }
+            Message::AppendEntries {
+                term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                ..
+            } => {
+                sane("term", *term)?;
+                sane("prev_log_index", *prev_log_index)?;
+                sane("prev_log_term", *prev_log_term)?;
+                sane("leader_commit", *leader_commit)?;
+                if *prev_log_term > *term {
+                    return Err(format!(
+                        "prev_log_term {} is newer than the leader's term {}",
+                        prev_log_term, term
+                    ));
+                }
+                let mut expected = *prev_log_index;
+                for e in entries {
+                    expected += 1;
+                    if e.index != expected || e.term > *term || e.index > MAX_SANE {
+                        return Err(format!(
+                            "entry {}/{} does not follow index {} in a term up to {}",
+                            e.index,
+                            e.term,
+                            expected - 1,
+                            term
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Message::AppendEntriesResponse {
+                term,
+                match_index,
+                reject,
+                ..
+            } => {
+                sane("term", *term)?;
+                sane("match_index", *match_index)?;
+                if let Some(r) = reject {
+                    sane("rejected_index", r.rejected_index)?;
+                    sane("conflict_index", r.conflict_index)?;
+                    sane("conflict_term", r.conflict_term.unwrap_or(0))?;
+                }
+                Ok(())
+            }
+            Message::InstallSnapshot {
+                term,
+                last_included_index,
+                last_included_term,
+                offset,
+                ..
+            } => {
+                sane("term", *term)?;
+                sane("last_included_index", *last_included_index)?;
+                sane("last_included_term", *last_included_term)?;
+                sane("offset", *offset)
+            }
+            Message::InstallSnapshotResponse {
+                term,
+                last_included_index,
+                next_offset,
+                ..
+            } => {
+                sane("term", *term)?;
+                sane("last_included_index", *last_included_index)?;
+                sane("next_offset", *next_offset)
+            }
+            Message::Forward { .. } | Message::ForwardReply { .. } => Ok(()),
+        }
+    }
+
     /// The sender's term, for messages that carry one (client forwarding does not).
     pub fn term(&self) -> Option<Term> {
         match self {

@@ -318,6 +318,17 @@ impl RaftCore {
             );
             return Vec::new();
         }
+        if let Err(why) = msg.validate() {
+            warn!(
+                "[node {} term {}] ignores {} from node {}: {}",
+                self.id,
+                self.current_term,
+                msg.kind(),
+                from,
+                why
+            );
+            return Vec::new();
+        }
         // Figure 2, All Servers rule 2: a higher term in any message makes us a follower.
         if let Some(term) = msg.term() {
             if term > self.current_term {
