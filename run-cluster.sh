@@ -77,6 +77,9 @@ id = $k
 data_dir = "data/node$k"
 http_addr = "127.0.0.1:800$k"   # client API
 raft_addr = "127.0.0.1:900$k"   # peer traffic
+# Peers prove they know this secret before any Raft message is read. The same file
+# for every node; run-cluster.sh creates it with random bytes if it is missing.
+cluster_secret_file = "data/cluster.secret"
 
 # Optional tuning (defaults shown):
 # election_timeout_min_ms = 300
@@ -103,6 +106,15 @@ gen_configs() {
 	for ((k = 1; k <= n; k++)); do
 		gen_config "$n" "$k" "$dir/node$k.toml"
 	done
+}
+
+# ensure_secret FILE: the cluster secret every node's config names, created (random, readable
+# only by this user) if missing.
+ensure_secret() {
+	[[ -s $1 ]] && return 0
+	(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1") ||
+		die "cannot write the cluster secret $1"
+	note "created the cluster secret $1"
 }
 
 # config_dir N: where the configs of an N-node cluster live.
@@ -526,6 +538,7 @@ cmd_launch() {
 		gen_configs "$NODES" "$dir"
 	fi
 	mkdir -p data logs run
+	ensure_secret data/cluster.secret
 	echo "$NODES" >data/cluster-size
 	for ((k = 1; k <= NODES; k++)); do
 		echo "$dir/node$k.toml" >"run/node$k.config"

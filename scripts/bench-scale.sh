@@ -158,10 +158,13 @@ for port in 8001 8002 8003 9001 9002 9003; do
 done
 rm -rf "$DIR"
 mkdir -p "$DIR"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/cluster.secret")
 : >"$SUMMARY"
 cargo build --release --bin raftkv --example bench
 for k in 1 2 3; do
-	sed "s#^data_dir = .*#data_dir = \"$DIR/node$k\"#" "config/node$k.toml" >"$DIR/node$k.toml"
+	sed -e "s#^data_dir = .*#data_dir = \"$DIR/node$k\"#" \
+		-e "s#^cluster_secret_file = .*#cluster_secret_file = \"$DIR/cluster.secret\"#" \
+		"config/node$k.toml" >"$DIR/node$k.toml"
 done
 
 say "raftkv scale benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ { printf "%d GiB", $2/1048576 }' /proc/meminfo)"

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::actors::consensus::RaftOptions;
+use crate::net::auth::ClusterSecret;
 use crate::raft::NodeId;
 
 /// One node's configuration.
@@ -34,6 +35,10 @@ pub struct Config {
     /// Name shared by all members; a peer presenting another name is refused (default
     /// "raftkv").
     pub cluster_id: Option<String>,
+    /// A file holding the cluster secret (at least 16 bytes; white space around it is
+    /// ignored), shared by every member: peers prove they know it before any Raft message
+    /// is read. Without it peers are not authenticated (a warning at start).
+    pub cluster_secret_file: Option<PathBuf>,
     /// How long a client request may wait before the gateway answers 504, in ms
     /// (default 5000).
     pub request_timeout_ms: Option<u64>,
@@ -86,6 +91,8 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let config: Config = toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
         config.validate().map_err(err)?;
+        // A missing or unusable secret file is a config error: say so before anything starts.
+        config.cluster_secret().map_err(err)?;
         Ok(config)
     }
 
@@ -159,6 +166,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Reads the cluster secret named by `cluster_secret_file` (none without the key).
+    pub fn cluster_secret(&self) -> Result<ClusterSecret, String> {
+        match &self.cluster_secret_file {
+            None => Ok(ClusterSecret::none()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cluster_secret_file {}: {}", path.display(), e))?;
+                ClusterSecret::from_text(&text)
+                    .map_err(|e| format!("cluster_secret_file {}: {}", path.display(), e))
+            }
+        }
     }
 
     pub fn cluster_id(&self) -> &str {

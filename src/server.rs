@@ -3,12 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use log::info;
+use log::{info, warn};
 
 use crate::actors::consensus::LogClock;
 use crate::config::Config;
 use crate::kv::{KvStore, StoreDisk};
-use crate::net::tcp::{serve_inbound, TcpTransport};
+use crate::net::tcp::{serve_inbound, Listener, TcpTransport};
 use crate::node::{start_node, NodeDeps};
 use crate::raft::NodeId;
 use crate::storage::FileStorage;
@@ -42,7 +42,15 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .iter()
         .map(|p| (p.id, p.raft_addr.clone()))
         .collect();
-    let transport = TcpTransport::start(config.id, config.cluster_id(), &peers);
+    let secret = config.cluster_secret()?;
+    if !secret.is_set() {
+        warn!(
+            "[node {}] no cluster_secret_file in the config: peers are not authenticated \
+             (anyone who can reach {} can pose as a member)",
+            config.id, config.raft_addr
+        );
+    }
+    let transport = TcpTransport::start(config.id, config.cluster_id(), &peers, secret.clone());
     let node = start_node(
         config.id,
         peers.iter().map(|p| p.0).collect(),
@@ -62,9 +70,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let peer_ids: BTreeSet<NodeId> = peers.iter().map(|p| p.0).collect();
     actix::spawn(serve_inbound(
         listener,
-        config.id,
-        config.cluster_id().to_string(),
-        peer_ids,
+        Listener {
+            self_id: config.id,
+            cluster_id: config.cluster_id().to_string(),
+            peers: peer_ids,
+            secret,
+        },
         node.consensus.clone().recipient(),
     ));
     info!(

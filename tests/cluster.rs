@@ -346,6 +346,8 @@ fn bad_config_is_rejected_with_a_clear_message() {
     // Real free ports, so that a config wrongly accepted cannot disturb anything.
     let ports: Vec<_> = (0..4).map(|_| reserve_port()).collect();
     let p = |i: usize| ports[i].port;
+    let short_secret = dir.join("short.secret");
+    std::fs::write(&short_secret, "tiny\n").unwrap();
     let good = format!(
         "id = 1\ndata_dir = {:?}\nhttp_addr = \"127.0.0.1:{}\"\nraft_addr = \"127.0.0.1:{}\"\n\n\
          [[peers]]\nid = 2\nhttp_addr = \"127.0.0.1:{}\"\nraft_addr = \"127.0.0.1:{}\"\n",
@@ -381,6 +383,25 @@ fn bad_config_is_rejected_with_a_clear_message() {
                 "id = 1\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 400\n",
             ),
             "invalid election timeout range",
+        ),
+        (
+            "missing-secret-file",
+            good.replace(
+                "id = 1\n",
+                "id = 1\ncluster_secret_file = \"/nonexistent/cluster.secret\"\n",
+            ),
+            "cluster_secret_file /nonexistent/cluster.secret",
+        ),
+        (
+            "short-secret",
+            good.replace(
+                "id = 1\n",
+                &format!(
+                    "id = 1\ncluster_secret_file = {:?}\n",
+                    short_secret.display().to_string()
+                ),
+            ),
+            "at least 16 are needed",
         ),
     ];
     for (name, text, want) in &cases {
@@ -523,7 +544,7 @@ fn bad_requests_get_clear_errors() {
 
     // A handshake from another cluster, or from a node that is not a peer, is refused.
     let mut hello = Vec::new();
-    encode_frame(&mut hello, &Hello::new("some-other-cluster", 2)).unwrap();
+    encode_frame(&mut hello, &Hello::new("some-other-cluster", 2, 1)).unwrap();
     let (_, closed) = raw_exchange(&c.raft_addr(1), &hello, Duration::from_secs(8));
     assert!(closed, "a handshake with the wrong cluster id was accepted");
     c.wait_for_log(
@@ -532,7 +553,7 @@ fn bad_requests_get_clear_errors() {
         Duration::from_secs(5),
     );
     let mut hello = Vec::new();
-    encode_frame(&mut hello, &Hello::new("raftkv", 99)).unwrap();
+    encode_frame(&mut hello, &Hello::new("raftkv", 99, 1)).unwrap();
     let (_, closed) = raw_exchange(&c.raft_addr(1), &hello, Duration::from_secs(8));
     assert!(closed, "a handshake from an unknown node id was accepted");
     c.wait_for_log(
@@ -542,7 +563,7 @@ fn bad_requests_get_clear_errors() {
     );
     // Control: the right cluster id from a configured peer id is kept open.
     let mut hello = Vec::new();
-    encode_frame(&mut hello, &Hello::new("raftkv", 2)).unwrap();
+    encode_frame(&mut hello, &Hello::new("raftkv", 2, 1)).unwrap();
     let (_, closed) = raw_exchange(&c.raft_addr(1), &hello, Duration::from_millis(500));
     assert!(!closed, "a valid handshake was refused");
 

@@ -9,26 +9,52 @@ use crate::raft::{Message, NodeId};
 
 /// Largest frame accepted; a longer length prefix closes the connection.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
-/// Bumped when the wire format changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped when the wire format changes incompatibly (2: the authenticated handshake).
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Largest handshake frame: a connection that has not proved itself cannot make the node
+/// allocate more.
+pub const MAX_HANDSHAKE_BYTES: usize = 4096;
 const MAGIC: [u8; 6] = *b"raftkv";
 
-/// The handshake: who is calling, for which cluster.
+/// The caller's first frame: who is calling whom, for which cluster, with a fresh nonce
+/// (see `auth.rs` for the rest of the handshake).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
     pub magic: [u8; 6],
     pub version: u32,
     pub cluster_id: String,
     pub node_id: NodeId,
+    /// The node this connection is meant for.
+    pub to: NodeId,
+    pub nonce: [u8; 16],
 }
 
+/// The listener's answer to an acceptable `Hello`: its nonce and its proof of the secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    pub nonce: [u8; 16],
+    pub proof: [u8; 32],
+}
+
+/// The caller's proof of the secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Proof {
+    pub proof: [u8; 32],
+}
+
+/// The listener accepted the caller: Raft messages follow.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Accepted;
+
 impl Hello {
-    pub fn new(cluster_id: &str, node_id: NodeId) -> Self {
+    pub fn new(cluster_id: &str, node_id: NodeId, to: NodeId) -> Self {
         Hello {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
             cluster_id: cluster_id.to_string(),
             node_id,
+            to,
+            nonce: rand::random(),
         }
     }
 
@@ -59,8 +85,8 @@ pub enum FrameError {
     Closed,
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
-    Oversized(usize),
+    #[error("frame of {0} bytes exceeds the {1}-byte limit")]
+    Oversized(usize, usize),
     #[error("undecodable frame: {0}")]
     Garbage(#[from] CodecError),
 }
@@ -77,6 +103,14 @@ pub fn encode_frame<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<(), Co
 
 /// Reads one frame's payload.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, FrameError> {
+    read_frame_limited(r, MAX_FRAME_BYTES).await
+}
+
+/// Reads one frame's payload of at most `limit` bytes.
+async fn read_frame_limited<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: usize,
+) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -84,16 +118,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, Fram
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(FrameError::Oversized(len));
+    if len > limit {
+        return Err(FrameError::Oversized(len, limit));
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
     Ok(payload)
 }
 
-pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Hello, FrameError> {
-    Ok(codec::decode(&read_frame(r).await?)?)
+/// Reads one handshake frame (`Hello`, `Welcome`, `Proof`, `Accepted`).
+pub async fn read_handshake<T: serde::de::DeserializeOwned, R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<T, FrameError> {
+    Ok(codec::decode(
+        &read_frame_limited(r, MAX_HANDSHAKE_BYTES).await?,
+    )?)
 }
 
 pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Message, FrameError> {
@@ -107,14 +146,15 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_bad_input_is_an_error() {
         let mut buf = Vec::new();
-        encode_frame(&mut buf, &Hello::new("c", 3)).unwrap();
+        let hello = Hello::new("c", 3, 1);
+        encode_frame(&mut buf, &hello).unwrap();
         let msg = Message::RequestVoteResponse {
             term: 4,
             vote_granted: true,
         };
         encode_frame(&mut buf, &msg).unwrap();
         let mut r = &buf[..];
-        assert_eq!(read_hello(&mut r).await.unwrap(), Hello::new("c", 3));
+        assert_eq!(read_handshake::<Hello, _>(&mut r).await.unwrap(), hello);
         assert_eq!(read_message(&mut r).await.unwrap(), msg);
         assert!(matches!(
             read_message(&mut r).await,
@@ -124,7 +164,13 @@ mod tests {
         let huge = (MAX_FRAME_BYTES as u32 + 1).to_le_bytes();
         assert!(matches!(
             read_message(&mut &huge[..]).await,
-            Err(FrameError::Oversized(_))
+            Err(FrameError::Oversized(..))
+        ));
+        // Before the handshake is done, a few KiB at most.
+        let big_hello = (MAX_HANDSHAKE_BYTES as u32 + 1).to_le_bytes();
+        assert!(matches!(
+            read_handshake::<Hello, _>(&mut &big_hello[..]).await,
+            Err(FrameError::Oversized(..))
         ));
         let garbage = [3u8, 0, 0, 0, 0xff, 0xff, 0xff];
         assert!(matches!(
@@ -132,7 +178,7 @@ mod tests {
             Err(FrameError::Garbage(_))
         ));
         assert_eq!(
-            Hello::new("other", 1).problem("c"),
+            Hello::new("other", 1, 2).problem("c"),
             Some("cluster 'other' (we are 'c')".into())
         );
     }

@@ -4,6 +4,7 @@
 //! connection per peer, length-prefixed bincode frames, a handshake, reconnect with
 //! back-off); the simulator plugs in an in-memory network.
 
+pub mod auth;
 pub mod frame;
 pub mod tcp;
 
@@ -27,3 +28,43 @@ pub struct Inbound {
 
 /// Where inbound messages are delivered.
 pub type InboundSink = Recipient<Inbound>;
+
+/// Lets a repeating log line through once per `interval`, counting what it held back.
+#[derive(Debug)]
+pub struct LogEvery {
+    interval: std::time::Duration,
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl LogEvery {
+    pub fn new(interval: std::time::Duration) -> Self {
+        LogEvery {
+            interval,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// `Some(n)` when the line may be logged now (`n` occurrences were held back since the
+    /// last one); `None` when it is held back.
+    pub fn check(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.interval => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+
+    /// Forgets the history (the condition cleared): the next occurrence logs at once.
+    pub fn reset(&mut self) {
+        self.last = None;
+        self.held = 0;
+    }
+}

@@ -1,28 +1,42 @@
 //! The production transport: one persistent outbound TCP connection per peer (reconnected
-//! with exponential back-off), and a listener that accepts peers' connections after a
-//! handshake. Bad input closes that one connection; it never takes the node down.
+//! with exponential back-off), and a listener that accepts peers' connections after an
+//! authenticated handshake (`auth.rs`). Bad input closes that one connection; it never
+//! takes the node down.
+//!
+//! A connection counts as established only once the handshake has completed: a peer that
+//! accepts and then closes (another cluster, a wrong secret, a proxy, a half-dead node)
+//! keeps the caller backing off, and a failure that repeats is logged once per interval
+//! with a count.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::frame::{encode_frame, read_hello, read_message, FrameError, Hello};
-use super::{Inbound, InboundSink, Transport};
+use super::auth::ClusterSecret;
+use super::frame::{
+    encode_frame, read_handshake, read_message, Accepted, FrameError, Hello, Proof, Welcome,
+};
+use super::{Inbound, InboundSink, LogEvery, Transport};
 use crate::raft::{Message, NodeId};
 
 /// Messages queued per peer while its connection is slow or down; beyond this they drop.
 const QUEUE_DEPTH: usize = 4096;
+/// The whole handshake must complete within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Kept below the election timeout, so a restarted peer is reached before it gives up on
 /// hearing from a leader.
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// A peer that answers and then refuses us is misconfigured, not restarting: try less often.
+const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A failure that repeats is logged at most this often.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Outbound side: a queue per peer drained by that peer's connection task.
 pub struct TcpTransport {
@@ -31,16 +45,24 @@ pub struct TcpTransport {
 
 impl TcpTransport {
     /// Starts a connection task per peer. Must be called inside a tokio runtime.
-    pub fn start(self_id: NodeId, cluster_id: &str, peers: &[(NodeId, String)]) -> Arc<Self> {
+    pub fn start(
+        self_id: NodeId,
+        cluster_id: &str,
+        peers: &[(NodeId, String)],
+        secret: ClusterSecret,
+    ) -> Arc<Self> {
         let mut queues = BTreeMap::new();
         for (peer, addr) in peers {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             queues.insert(*peer, tx);
             tokio::spawn(outbound(
-                self_id,
-                *peer,
-                addr.clone(),
-                Hello::new(cluster_id, self_id),
+                Caller {
+                    self_id,
+                    peer: *peer,
+                    addr: addr.clone(),
+                    cluster_id: cluster_id.to_string(),
+                    secret: secret.clone(),
+                },
                 rx,
             ));
         }
@@ -58,42 +80,125 @@ impl Transport for TcpTransport {
     }
 }
 
-async fn outbound(
+/// One outbound connection's identity.
+struct Caller {
     self_id: NodeId,
     peer: NodeId,
     addr: String,
-    hello: Hello,
-    mut rx: mpsc::Receiver<Message>,
-) {
+    cluster_id: String,
+    secret: ClusterSecret,
+}
+
+/// Why a connection attempt failed.
+enum ConnectFailure {
+    /// Nobody answered (connection refused, unreachable, name not resolving yet).
+    Unreachable(String),
+    /// Someone answered and refused us, or could not prove the secret.
+    Refused(String),
+}
+
+impl Caller {
+    /// Connects and completes the handshake; the stream is then ready for messages.
+    async fn connect(&self) -> Result<TcpStream, ConnectFailure> {
+        let mut stream = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| ConnectFailure::Unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut stream)).await {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(why)) => Err(ConnectFailure::Refused(why)),
+            Err(_) => Err(ConnectFailure::Refused(format!(
+                "no handshake answer within {:?}",
+                HANDSHAKE_TIMEOUT
+            ))),
+        }
+    }
+
+    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(&self, s: &mut S) -> Result<(), String> {
+        let hello = Hello::new(&self.cluster_id, self.self_id, self.peer);
+        send_frame(s, &hello).await?;
+        let closed = |e: FrameError| match e {
+            FrameError::Closed => {
+                "it closed the connection during the handshake (another cluster_id, a wrong \
+                 cluster secret, or not a configured peer? its log says which)"
+                    .to_string()
+            }
+            other => format!("bad handshake answer: {}", other),
+        };
+        let welcome: Welcome = read_handshake(s).await.map_err(closed)?;
+        if !self
+            .secret
+            .verify_listener(&hello, self.peer, &welcome.nonce, &welcome.proof)
+        {
+            return Err("it could not prove the cluster secret (a different \
+                        cluster_secret_file, or not our peer)"
+                .into());
+        }
+        let proof = self.secret.caller_proof(&hello, self.peer, &welcome.nonce);
+        send_frame(s, &Proof { proof }).await?;
+        let _: Accepted = read_handshake(s).await.map_err(closed)?;
+        Ok(())
+    }
+}
+
+async fn send_frame<S: AsyncWrite + Unpin, T: serde::Serialize>(
+    s: &mut S,
+    value: &T,
+) -> Result<(), String> {
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, value).map_err(|e| e.to_string())?;
+    s.write_all(&buf).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())
+}
+
+async fn outbound(caller: Caller, mut rx: mpsc::Receiver<Message>) {
+    let (self_id, peer) = (caller.self_id, caller.peer);
     let mut backoff = BACKOFF_MIN;
-    let mut was_connected = true; // log the first failure
+    let mut failures = LogEvery::new(LOG_INTERVAL);
+    let mut failing = false;
     loop {
-        let stream = match TcpStream::connect(&addr).await {
+        let stream = match caller.connect().await {
             Ok(s) => s,
-            Err(e) => {
-                if was_connected {
+            Err(failure) => {
+                let (why, cap) = match failure {
+                    ConnectFailure::Unreachable(why) => (why, BACKOFF_MAX),
+                    ConnectFailure::Refused(why) => (why, REFUSED_BACKOFF_MAX),
+                };
+                if let Some(held) = failures.check() {
+                    let again = if held > 0 {
+                        format!("; {} more failed attempts since the last report", held)
+                    } else {
+                        String::new()
+                    };
                     info!(
-                        "[node {}] cannot reach peer {} at {}: {} (retrying with back-off)",
-                        self_id, peer, addr, e
+                        "[node {}] cannot connect to peer {} at {}: {} (retrying with back-off{})",
+                        self_id, peer, caller.addr, why, again
                     );
-                    was_connected = false;
                 }
+                failing = true;
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).min(cap);
                 if rx.is_closed() {
                     return;
                 }
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        info!("[node {}] connected to peer {} at {}", self_id, peer, addr);
-        was_connected = true;
+        // The handshake completed: this connection has proved itself.
+        info!(
+            "[node {}] connected to peer {} at {}{}",
+            self_id,
+            peer,
+            caller.addr,
+            if failing { " (recovered)" } else { "" }
+        );
+        failing = false;
+        failures.reset();
         backoff = BACKOFF_MIN;
         // What queued up while disconnected is stale; Raft resends what matters.
         while rx.try_recv().is_ok() {}
         let (mut rd, wr) = stream.into_split();
-        // The peer never writes on this connection; a read returning means it closed (for
+        // The peer never writes after the handshake; a read returning means it closed (for
         // example it restarted), so reconnect before the next message is lost into it.
         let mut closed = tokio::spawn(async move {
             let mut b = [0u8; 64];
@@ -105,13 +210,6 @@ async fn outbound(
         });
         let mut w = BufWriter::with_capacity(256 * 1024, wr);
         let mut buf = Vec::new();
-        if encode_frame(&mut buf, &hello).is_err()
-            || w.write_all(&buf).await.is_err()
-            || w.flush().await.is_err()
-        {
-            closed.abort();
-            continue;
-        }
         loop {
             let msg = tokio::select! {
                 msg = rx.recv() => msg,
@@ -150,19 +248,26 @@ async fn outbound(
     }
 }
 
+/// What the listener side knows about itself.
+#[derive(Clone)]
+pub struct Listener {
+    pub self_id: NodeId,
+    pub cluster_id: String,
+    pub peers: BTreeSet<NodeId>,
+    pub secret: ClusterSecret,
+}
+
+/// Refused connections, by remote host and reason: each logged once per interval.
+type RefusalLog = Arc<Mutex<HashMap<(std::net::IpAddr, String), LogEvery>>>;
+
 /// Accepts peer connections on `listener` and delivers their messages to `sink`.
-pub async fn serve_inbound(
-    listener: TcpListener,
-    self_id: NodeId,
-    cluster_id: String,
-    peers: BTreeSet<NodeId>,
-    sink: InboundSink,
-) {
+pub async fn serve_inbound(listener: TcpListener, me: Listener, sink: InboundSink) {
+    let refusals: RefusalLog = Arc::default();
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                warn!("[node {}] accept failed: {}", self_id, e);
+                warn!("[node {}] accept failed: {}", me.self_id, e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -171,56 +276,124 @@ pub async fn serve_inbound(
         tokio::spawn(inbound(
             stream,
             remote,
-            self_id,
-            cluster_id.clone(),
-            peers.clone(),
+            me.clone(),
+            refusals.clone(),
             sink.clone(),
         ));
     }
 }
 
+/// Logs that a connection from `remote` was refused for `why`, unless the same was logged
+/// for that host within the interval.
+fn refuse(refusals: &RefusalLog, me: NodeId, remote: SocketAddr, kind: &str, why: &str) {
+    let held = {
+        let mut map = match refusals.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if map.len() > 1024 {
+            map.clear();
+        }
+        map.entry((remote.ip(), kind.to_string()))
+            .or_insert_with(|| LogEvery::new(LOG_INTERVAL))
+            .check()
+    };
+    if let Some(held) = held {
+        let again = if held > 0 {
+            format!(" ({} more such connections since the last report)", held)
+        } else {
+            String::new()
+        };
+        warn!(
+            "[node {}] closing connection from {}: {}{}",
+            me, remote, why, again
+        );
+    }
+}
+
+/// Runs the listener's side of the handshake; the caller's node id once it has proved
+/// itself, or (kind, reason) of the refusal.
+async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    me: &Listener,
+) -> Result<NodeId, (&'static str, String)> {
+    let hello: Hello = read_handshake(s)
+        .await
+        .map_err(|e| ("bad handshake", format!("bad handshake: {}", e)))?;
+    if let Some(problem) = hello.problem(&me.cluster_id) {
+        return Err(("wrong cluster", problem));
+    }
+    if !me.peers.contains(&hello.node_id) {
+        return Err((
+            "unknown node",
+            format!("node {} is not a configured peer", hello.node_id),
+        ));
+    }
+    if hello.to != me.self_id {
+        return Err((
+            "misrouted",
+            format!(
+                "node {} meant to reach node {}, but this is node {}",
+                hello.node_id, hello.to, me.self_id
+            ),
+        ));
+    }
+    let nonce: [u8; 16] = rand::random();
+    let proof = me.secret.listener_proof(&hello, me.self_id, &nonce);
+    send_frame(s, &Welcome { nonce, proof })
+        .await
+        .map_err(|e| ("bad handshake", format!("handshake write failed: {}", e)))?;
+    let answer: Proof = read_handshake(s).await.map_err(|e| {
+        (
+            "unauthenticated",
+            format!(
+                "node {} did not prove the cluster secret: {}",
+                hello.node_id, e
+            ),
+        )
+    })?;
+    if !me
+        .secret
+        .verify_caller(&hello, me.self_id, &nonce, &answer.proof)
+    {
+        return Err((
+            "unauthenticated",
+            format!(
+                "node {} failed authentication (a different cluster_secret_file?)",
+                hello.node_id
+            ),
+        ));
+    }
+    send_frame(s, &Accepted)
+        .await
+        .map_err(|e| ("bad handshake", format!("handshake write failed: {}", e)))?;
+    Ok(hello.node_id)
+}
+
 async fn inbound(
     stream: TcpStream,
     remote: SocketAddr,
-    self_id: NodeId,
-    cluster_id: String,
-    peers: BTreeSet<NodeId>,
+    me: Listener,
+    refusals: RefusalLog,
     sink: InboundSink,
 ) {
-    let mut r = BufReader::with_capacity(256 * 1024, stream);
-    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut r)).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
-            warn!(
-                "[node {}] closing connection from {}: bad handshake: {}",
-                self_id, remote, e
-            );
+    let mut r = BufReader::with_capacity(64 * 1024, stream);
+    let from = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut r, &me)).await {
+        Ok(Ok(from)) => from,
+        Ok(Err((kind, why))) => {
+            refuse(&refusals, me.self_id, remote, kind, &why);
             return;
         }
         Err(_) => {
-            warn!(
-                "[node {}] closing connection from {}: no handshake within {:?}",
-                self_id, remote, HANDSHAKE_TIMEOUT
-            );
+            let why = format!("no handshake within {:?}", HANDSHAKE_TIMEOUT);
+            refuse(&refusals, me.self_id, remote, "slow handshake", &why);
             return;
         }
     };
-    if let Some(problem) = hello.problem(&cluster_id) {
-        warn!(
-            "[node {}] closing connection from {}: {}",
-            self_id, remote, problem
-        );
-        return;
-    }
-    if !peers.contains(&hello.node_id) {
-        warn!(
-            "[node {}] closing connection from {}: node {} is not a configured peer",
-            self_id, remote, hello.node_id
-        );
-        return;
-    }
-    let from = hello.node_id;
-    debug!("[node {}] accepted peer {} from {}", self_id, from, remote);
+    debug!(
+        "[node {}] accepted peer {} from {}",
+        me.self_id, from, remote
+    );
     loop {
         match read_message(&mut r).await {
             Ok(msg) => sink.do_send(Inbound { from, msg }),
@@ -228,7 +401,7 @@ async fn inbound(
             Err(e) => {
                 warn!(
                     "[node {}] closing connection from peer {} ({}): {}",
-                    self_id, from, remote, e
+                    me.self_id, from, remote, e
                 );
                 return;
             }

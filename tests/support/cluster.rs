@@ -133,6 +133,8 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// (from, to) -> the raft address `from` dials to reach `to` (e.g. a fault proxy).
     routes: std::collections::BTreeMap<(u64, u64), String>,
+    /// The cluster secret file of each node (all the same unless a test says otherwise).
+    secret_files: std::collections::BTreeMap<u64, PathBuf>,
 }
 
 impl Cluster {
@@ -161,6 +163,15 @@ impl Cluster {
     /// between [`Cluster::prepare`] and [`Cluster::launch`].
     pub fn route_peer(&mut self, from: u64, to: u64, addr: String) {
         self.routes.insert((from, to), addr);
+    }
+
+    /// Gives node `id` another cluster secret file (`None`: no secret). Call between
+    /// [`Cluster::prepare`] and [`Cluster::launch`].
+    pub fn set_secret_file(&mut self, id: u64, path: Option<PathBuf>) {
+        match path {
+            Some(p) => self.secret_files.insert(id, p),
+            None => self.secret_files.remove(&id),
+        };
     }
 
     /// Writes the configs, spawns every node and waits until each answers `/status`.
@@ -206,12 +217,21 @@ impl Cluster {
                 _ports: [http, raft],
             });
         }
+        // Peers authenticate with a secret, as run-cluster.sh sets up.
+        let secret = dir.join("cluster.secret");
+        std::fs::write(
+            &secret,
+            format!("test-secret-{}-{}\n", name, std::process::id()),
+        )
+        .unwrap_or_else(|e| panic!("write {}: {}", secret.display(), e));
+        let secret_files = nodes.iter().map(|n| (n.id, secret.clone())).collect();
         Cluster {
             name: name.to_string(),
             dir,
             opts,
             nodes,
             routes: std::collections::BTreeMap::new(),
+            secret_files,
         }
     }
 
@@ -239,6 +259,12 @@ impl Cluster {
         }
         if let Some(c) = &o.cluster_id {
             t.push_str(&format!("cluster_id = {}\n", toml_str(c)));
+        }
+        if let Some(f) = self.secret_files.get(&id) {
+            t.push_str(&format!(
+                "cluster_secret_file = {}\n",
+                toml_str(&f.display().to_string())
+            ));
         }
         for (key, value) in &o.extra {
             t.push_str(&format!("{} = {}\n", key, value));

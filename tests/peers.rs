@@ -1,0 +1,143 @@
+//! Hostile and misconfigured peers, on real processes: the peer port authenticates before
+//! it reads any Raft message, refuses cheaply, and neither side floods its log or the
+//! network when a peer keeps refusing.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::{raw_exchange, wait_for, Cluster, ClusterOptions, ELECTION_DEADLINE};
+
+/// Lines of `text` that contain every one of `needles`.
+fn lines_with(text: &str, needles: &[&str]) -> usize {
+    text.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+/// Node 3 has another cluster secret. The other two form the cluster and serve; node 3
+/// never gets in, both sides say why, and say it once per interval, not per attempt.
+#[test]
+fn a_peer_with_the_wrong_secret_is_kept_out_without_a_log_flood() {
+    let mut c = Cluster::prepare("wrong-secret", ClusterOptions::fast(3));
+    let wrong = c.dir.join("other.secret");
+    std::fs::write(&wrong, "not the cluster's secret at all").unwrap();
+    c.set_secret_file(3, Some(wrong));
+    c.launch();
+    let insiders = |c: &Cluster| {
+        wait_for(ELECTION_DEADLINE, || {
+            let (a, b) = (c.status(1).ok()?, c.status(2).ok()?);
+            let leader = a
+                .leader
+                .filter(|l| Some(*l) == b.leader && a.term == b.term)?;
+            Some((leader, a.term))
+        })
+        .expect("nodes 1 and 2 agree on a leader")
+    };
+    let (leader, term) = insiders(&c);
+    assert_ne!(leader, 3, "the outsider cannot lead");
+    c.put_acked(leader, "k", b"v");
+    std::thread::sleep(Duration::from_secs(4));
+    // Node 3 heard nothing it could trust: no leader, no term, no data; and it did not
+    // disturb the others.
+    assert_eq!(insiders(&c), (leader, term));
+    let outsider = c.status(3).unwrap();
+    assert_eq!(
+        (outsider.term, outsider.leader, outsider.last_applied),
+        (0, None, 0)
+    );
+    for id in [1, 2] {
+        let text = c.log_text(id);
+        assert!(
+            text.contains("could not prove the cluster secret")
+                || text.contains("failed authentication")
+                || text.contains("did not prove the cluster secret"),
+            "node {} does not say why node 3 is kept out:\n{}",
+            id,
+            text
+        );
+        let about_3 = lines_with(&text, &["peer 3"]) + lines_with(&text, &["node 3 "]);
+        assert!(
+            about_3 <= 8,
+            "node {} logged {} lines about node 3 in 4 s:\n{}",
+            id,
+            about_3,
+            text
+        );
+    }
+    let text = c.log_text(3);
+    assert!(
+        lines_with(&text, &["cannot connect to peer"]) <= 4,
+        "node 3 floods its log:\n{}",
+        text
+    );
+}
+
+/// A peer address where something accepts the connection and closes it at once (a proxy,
+/// another service, a half-dead node): the node backs off instead of reconnecting in a
+/// tight loop.
+#[test]
+fn a_peer_that_accepts_and_closes_is_retried_with_back_off() {
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in fake.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let mut c = Cluster::prepare("accept-close", ClusterOptions::fast(3));
+    c.route_peer(1, 3, fake_addr);
+    c.launch();
+    c.wait_for_leader(ELECTION_DEADLINE);
+    let before = accepted.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(4));
+    let during = accepted.load(Ordering::SeqCst) - before;
+    // Back-off doubles to 2 s between refusals: a handful of attempts, not thousands.
+    assert!(during <= 6, "{} connections in 4 s", during);
+    let text = c.log_text(1);
+    assert!(
+        lines_with(&text, &["cannot connect to peer 3"]) <= 2,
+        "node 1 floods its log:\n{}",
+        text
+    );
+}
+
+/// Bytes that are not a handshake, and a handshake frame that claims 32 MiB, are refused
+/// before the node allocates for them; the node keeps serving.
+#[test]
+fn oversized_and_garbage_handshakes_are_refused_cheaply() {
+    let c = Cluster::start("hostile-handshake", 3);
+    let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
+    let addr = c.raft_addr(leader);
+    let mut flood = (32u32 * 1024 * 1024).to_le_bytes().to_vec();
+    flood.extend(std::iter::repeat_n(0xabu8, 1024 * 1024));
+    let (reply, closed) = raw_exchange(&addr, &flood, Duration::from_secs(5));
+    assert!(
+        closed && reply.is_empty(),
+        "a 32 MiB handshake was not refused"
+    );
+    c.wait_for_log(
+        leader,
+        "exceeds the 4096-byte limit",
+        Duration::from_secs(5),
+    );
+    // A client that connects and says nothing is dropped after the handshake timeout.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(
+        idle.read(&mut b).unwrap_or(0),
+        0,
+        "an idle handshake was kept open"
+    );
+    c.put_acked(leader, "still", b"serving");
+}
