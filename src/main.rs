@@ -138,10 +138,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// actix-http logs a request it cannot parse (a URI over 64 KiB, garbage instead of HTTP)
+/// at ERROR, before any of our code sees it. That is a client's mistake, not the node's:
+/// it goes to DEBUG. Everything else passes through unchanged.
+struct ClientMistakesAreNotErrors(env_logger::Logger);
+
+impl log::Log for ClientMistakesAreNotErrors {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if record.level() == log::Level::Error
+            && record.target().starts_with("actix_http::h1::dispatcher")
+        {
+            let demoted = log::Record::builder()
+                .args(*record.args())
+                .level(log::Level::Debug)
+                .target(record.target())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build();
+            if self.0.enabled(demoted.metadata()) {
+                self.0.log(&demoted);
+            }
+            return;
+        }
+        self.0.log(record)
+    }
+
+    fn flush(&self) {
+        self.0.flush()
+    }
+}
+
 fn serve(path: PathBuf) -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .format_timestamp_millis()
+            .build();
+    log::set_max_level(logger.filter());
+    let _ = log::set_boxed_logger(Box::new(ClientMistakesAreNotErrors(logger)));
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {

@@ -465,10 +465,50 @@ fn bad_requests_get_clear_errors() {
     let k1024 = "k".repeat(1024);
     c.put_acked(node, &k1024, b"long key");
     let (status, body) = c.put(node, &"k".repeat(1025), b"v");
-    assert_eq!(status, 413, "{}", body);
+    assert_eq!(status, 414, "{}", body);
     assert!(body.contains("1025"), "{}", body);
     let (status, body) = c.get(node, &"k".repeat(1025));
-    assert_eq!(status, 413, "{}", body);
+    assert_eq!(status, 414, "{}", body);
+    // A 60 kB key: still our JSON, and nothing at ERROR in the node's log.
+    let (status, body) = c.request(
+        node,
+        "PUT",
+        &format!("/kv/{}", "k".repeat(60_000)),
+        &[],
+        b"v",
+    );
+    assert_eq!(status, 414, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("exceeds 1024 bytes"),
+        "{}",
+        v
+    );
+    // Past what the HTTP parser takes (64 KiB): a plain 400, and a client's mistake is
+    // not an error in our log either.
+    let (status, _) = c.request(
+        node,
+        "PUT",
+        &format!("/kv/{}", "k".repeat(100_000)),
+        &[],
+        b"v",
+    );
+    assert_eq!(status, 400);
+    assert!(
+        !c.log_text(node).contains(" ERROR "),
+        "a client's mistake logged as an error:\n{}",
+        c.log_text(node)
+    );
+
+    // Invalid percent-encoding is refused, so every key has one spelling.
+    for raw in ["%ZZ", "abc%", "a%2", "%C3%28"] {
+        let (status, body) = c.request(node, "PUT", &format!("/kv/{}", raw), &[], b"v");
+        assert_eq!(status, 400, "{}: {}", raw, String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("percent-encoding"));
+    }
+    let (status, _) = c.request(node, "PUT", "/kv/%25ZZ", &[], b"literal");
+    assert_eq!(status, 200);
+    assert_eq!(c.get_via(leader, "%ZZ").as_deref(), Some("literal"));
 
     // Value limits: exactly 1 MiB is fine, one byte more is too large. The server may answer
     // before reading the whole body, so write and read concurrently.

@@ -54,17 +54,47 @@ impl Rejected {
     }
 }
 
-fn check_key(key: &str) -> Result<(), Rejected> {
+/// The key of a `/kv/{key}` request: the rest of the path, percent-decoded strictly (a `%`
+/// must start two hex digits, and the result must be UTF-8), so that one key has one
+/// spelling.
+fn key_of(req: &HttpRequest) -> Result<String, Rejected> {
+    let raw = req.uri().path().strip_prefix("/kv/").unwrap_or_default();
+    let key = percent_decode(raw).ok_or_else(|| {
+        Rejected(
+            StatusCode::BAD_REQUEST,
+            "invalid percent-encoding in the key: '%' must start two hex digits, and the \
+             decoded key must be UTF-8"
+                .into(),
+        )
+    })?;
     if key.is_empty() {
         return Err(Rejected(StatusCode::BAD_REQUEST, "empty key".into()));
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(Rejected(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::URI_TOO_LONG,
             format!("key of {} bytes exceeds {} bytes", key.len(), MAX_KEY_BYTES),
         ));
     }
-    Ok(())
+    Ok(key)
+}
+
+/// Strict percent-decoding; `None` for a stray `%` or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `X-Client-Id` and `X-Request-Seq`: both or neither.
@@ -192,13 +222,12 @@ fn respond(response: ClientResponse) -> HttpResponse {
 async fn put(
     state: web::Data<GatewayState>,
     req: HttpRequest,
-    key: web::Path<String>,
     mut body: web::Payload,
 ) -> HttpResponse {
-    let key = key.into_inner();
-    if let Err(r) = check_key(&key) {
-        return r.response();
-    }
+    let key = match key_of(&req) {
+        Ok(k) => k,
+        Err(r) => return r.response(),
+    };
     let session = match session(&req) {
         Ok(s) => s,
         Err(r) => return r.response(),
@@ -230,15 +259,11 @@ async fn put(
     )
 }
 
-async fn get(
-    state: web::Data<GatewayState>,
-    req: HttpRequest,
-    key: web::Path<String>,
-) -> HttpResponse {
-    let key = key.into_inner();
-    if let Err(r) = check_key(&key) {
-        return r.response();
-    }
+async fn get(state: web::Data<GatewayState>, req: HttpRequest) -> HttpResponse {
+    let key = match key_of(&req) {
+        Ok(k) => k,
+        Err(r) => return r.response(),
+    };
     let query =
         web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
             .map(|q| q.into_inner())
@@ -260,15 +285,11 @@ async fn get(
     respond(call(&state, ClientRequest::Read { key, consistency }).await)
 }
 
-async fn delete(
-    state: web::Data<GatewayState>,
-    req: HttpRequest,
-    key: web::Path<String>,
-) -> HttpResponse {
-    let key = key.into_inner();
-    if let Err(r) = check_key(&key) {
-        return r.response();
-    }
+async fn delete(state: web::Data<GatewayState>, req: HttpRequest) -> HttpResponse {
+    let key = match key_of(&req) {
+        Ok(k) => k,
+        Err(r) => return r.response(),
+    };
     let session = match session(&req) {
         Ok(s) => s,
         Err(r) => return r.response(),
@@ -318,4 +339,19 @@ async fn not_found() -> HttpResponse {
         "no such endpoint: use /kv/{key} (PUT, GET, DELETE) or GET /status",
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_is_strict() {
+        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(percent_decode("%25ZZ").as_deref(), Some("%ZZ"));
+        assert_eq!(percent_decode("caf%C3%A9").as_deref(), Some("café"));
+        for bad in ["%ZZ", "abc%", "a%2", "%C3%28", "%G1"] {
+            assert_eq!(percent_decode(bad), None, "{}", bad);
+        }
+    }
 }
