@@ -614,6 +614,8 @@ impl Errors {
 struct Tally {
     writes: Vec<u32>,
     reads: Vec<u32>,
+    /// Latency of the 503 answers (an overloaded node should refuse fast).
+    refused: Vec<u32>,
     errors: Errors,
 }
 
@@ -784,7 +786,10 @@ fn worker(shared: Arc<Shared>) {
             match (&outcome, &op) {
                 (Outcome::Ok, Op::Write) => t.writes.push(micros),
                 (Outcome::Ok, Op::Read) => t.reads.push(micros),
-                (Outcome::Unavailable, _) => t.errors.unavailable += 1,
+                (Outcome::Unavailable, _) => {
+                    t.errors.unavailable += 1;
+                    t.refused.push(micros);
+                }
                 (Outcome::Timeout, _) => t.errors.timeout += 1,
                 (Outcome::Connection, _) => t.errors.connection += 1,
                 (Outcome::ReadMissing, _) => t.errors.read_missing += 1,
@@ -1064,6 +1069,7 @@ fn main() -> ExitCode {
 
     let mut windows: Vec<WindowReport> = Vec::new();
     let mut all_writes: Vec<u32> = Vec::new();
+    let mut all_refused: Vec<u32> = Vec::new();
     let mut all_reads: Vec<u32> = Vec::new();
     let mut errors = Errors::default();
     let mut window_start = start;
@@ -1141,6 +1147,7 @@ fn main() -> ExitCode {
         errors.add(&tally.errors);
         all_writes.extend_from_slice(&tally.writes);
         all_reads.extend_from_slice(&tally.reads);
+        all_refused.extend_from_slice(&tally.refused);
         windows.push(report);
         window_start = now;
         if finished {
@@ -1151,6 +1158,7 @@ fn main() -> ExitCode {
     let elapsed = (window_start - start).as_secs_f64();
     all_writes.sort_unstable();
     all_reads.sort_unstable();
+    all_refused.sort_unstable();
     // Window-to-window comparisons use complete windows only (the last one is usually
     // cut short), unless there are none.
     let complete: Vec<&WindowReport> = windows
@@ -1229,6 +1237,8 @@ fn main() -> ExitCode {
             "reads_per_s": r3(all_reads.len() as f64 / elapsed.max(1e-9)),
             "read_p50_ms": r3(percentile_ms(&all_reads, 0.50)),
             "read_p99_ms": r3(percentile_ms(&all_reads, 0.99)),
+            "refused_p99_ms": r3(percentile_ms(&all_refused, 0.99)),
+            "refused_max_ms": r3(max_ms(&all_refused)),
             "errors": errors.total(),
             "errors_by_kind": {
                 "unavailable_503": errors.unavailable,

@@ -92,7 +92,8 @@ pub fn start_node(
     reconcile(&mut initial, applied)?;
     let log = RaftLog::new(initial.start.index, initial.start.term, initial.entries);
     let core = RaftCore::new(id, peers, initial.hard_state, log, applied.index)
-        .with_log_tail(options.log_tail_entries);
+        .with_log_tail(options.log_tail_entries)
+        .with_limits(options.log_limits);
     let log_store = LogStore::new(storage, options.sim_fsync_latency).start();
     let sync = SyncPolicy {
         every_entries: options.store_sync_entries,

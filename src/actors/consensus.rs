@@ -23,7 +23,10 @@ use super::state_machine::{
 use crate::codec;
 use crate::kv::{ClientRequest, ClientResponse, Command, ReadConsistency};
 use crate::net::{Inbound, Transport};
-use crate::raft::{Effect, LogIndex, Message, NodeId, Payload, RaftCore, ReadId, Role, Term};
+use crate::raft::{
+    Effect, LogIndex, LogLimits, Message, NodeId, Payload, ProposeError, RaftCore, ReadId, Role,
+    Term,
+};
 
 /// How many forwarded request ids the leader remembers for duplicate detection.
 const MAX_SEEN_FORWARDS: usize = 100_000;
@@ -97,6 +100,11 @@ pub struct RaftOptions {
     pub snapshot_chunk_bytes: usize,
     /// InstallSnapshot chunks in flight to one follower.
     pub snapshot_window: usize,
+    /// Bounds on the uncommitted entries a leader accepts and the tail it keeps.
+    pub log_limits: LogLimits,
+    /// Linearizable reads waiting for confirmation, and requests forwarded to the leader,
+    /// at most (each): past it, requests are refused as overloaded.
+    pub max_pending_requests: usize,
 }
 
 impl Default for RaftOptions {
@@ -106,15 +114,17 @@ impl Default for RaftOptions {
             election_timeout_max: Duration::from_millis(600),
             heartbeat_interval: Duration::from_millis(50),
             max_entries_per_append: 1024,
-            max_bytes_per_append: 4 * 1024 * 1024,
+            max_bytes_per_append: 1024 * 1024,
             max_inflight: 8,
             sim_fsync_latency: Duration::from_millis(1),
             store_sync_entries: 500,
-            store_sync_bytes: 64 * 1024 * 1024,
+            store_sync_bytes: 16 * 1024 * 1024,
             store_sync_interval: Duration::from_secs(1),
             log_tail_entries: 100_000,
             snapshot_chunk_bytes: 1024 * 1024,
             snapshot_window: 8,
+            log_limits: LogLimits::default(),
+            max_pending_requests: 10_000,
         }
     }
 }
@@ -487,15 +497,35 @@ impl Consensus {
                 };
                 let (accepted, effects) = self.core.propose(Payload::Command(command));
                 match accepted {
-                    Some((index, term)) => {
+                    Ok((index, term)) => {
                         // Registered before any Apply for this index can be sent.
                         self.waiters.insert(index, (term, tx));
                     }
-                    None => {
+                    Err(ProposeError::NotLeader) => {
                         let _ = tx.send(self.unavailable());
+                    }
+                    Err(ProposeError::Overloaded { entries, bytes }) => {
+                        let _ = tx.send(ClientResponse::Overloaded {
+                            reason: format!(
+                                "overloaded: {} entries ({} KiB) are waiting to commit; not \
+                                 applied, retry later",
+                                entries,
+                                bytes / 1024
+                            ),
+                        });
                     }
                 }
                 self.run(effects, ctx);
+            }
+            ClientRequest::Read { .. } | ClientRequest::Write { .. }
+                if self.reads.len() + self.forwards.len() >= self.options.max_pending_requests =>
+            {
+                let _ = tx.send(ClientResponse::Overloaded {
+                    reason: format!(
+                        "overloaded: {} reads and forwarded requests are waiting; retry later",
+                        self.reads.len() + self.forwards.len()
+                    ),
+                });
             }
             ClientRequest::Read { key, .. } if self.core.role() == Role::Leader => {
                 let id = self.next_read_id;
@@ -568,6 +598,7 @@ impl Actor for Consensus {
         ctx.run_interval(Duration::from_secs(1), |act, _| {
             act.forwards.retain(|_, (_, tx)| !tx.is_closed());
             act.waiters.retain(|_, (_, tx)| !tx.is_closed());
+            act.reads.retain(|_, (_, tx)| !tx.is_closed());
         });
     }
 }

@@ -1,9 +1,11 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::actors::consensus::{ClientCall, GetStatus};
 use crate::kv::{
@@ -18,15 +20,33 @@ use crate::raft::NodeId;
 pub struct GatewayState {
     node: NodeHandle,
     request_timeout: Duration,
+    /// Request bodies being received or waiting for their outcome, in KiB: a node holds at
+    /// most `MAX_BODY_BYTES_IN_FLIGHT` of them, however many clients send at once.
+    bodies: Arc<Semaphore>,
 }
+
+/// Bytes of request bodies a node holds at once (see `GatewayState::bodies`).
+pub const MAX_BODY_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
+/// How long a request waits for room among the bodies in flight before it is refused.
+const BODY_ROOM_WAIT: Duration = Duration::from_millis(50);
+/// What an overloaded node asks clients to wait, in seconds.
+const RETRY_AFTER_SECS: u32 = 1;
 
 impl GatewayState {
     pub fn new(node: NodeHandle, request_timeout: Duration) -> Self {
         GatewayState {
             node,
             request_timeout,
+            bodies: Arc::new(Semaphore::new(MAX_BODY_BYTES_IN_FLIGHT / 1024)),
         }
     }
+}
+
+/// 503 with `Retry-After`: the request was not applied; try again after a pause.
+fn overloaded(message: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()))
+        .json(json!({ "error": message, "leader": null }))
 }
 
 /// Registers the routes.
@@ -188,7 +208,7 @@ pub fn status_code(response: &ClientResponse) -> u16 {
     match response {
         ClientResponse::Written { .. } | ClientResponse::Value(Some(_)) => 200,
         ClientResponse::Value(None) => 404,
-        ClientResponse::Unavailable { .. } => 503,
+        ClientResponse::Unavailable { .. } | ClientResponse::Overloaded { .. } => 503,
         ClientResponse::Unknown { .. } => 504,
         ClientResponse::SessionExpired { .. } => 409,
     }
@@ -216,6 +236,7 @@ fn respond(response: ClientResponse) -> HttpResponse {
             error(StatusCode::GATEWAY_TIMEOUT, &reason, leader)
         }
         ClientResponse::SessionExpired { reason } => error(StatusCode::CONFLICT, &reason, None),
+        ClientResponse::Overloaded { reason } => overloaded(&reason),
     }
 }
 
@@ -232,7 +253,32 @@ async fn put(
         Ok(s) => s,
         Err(r) => return r.response(),
     };
-    let mut value = Vec::new();
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_VALUE_BYTES) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("value exceeds {} bytes", MAX_VALUE_BYTES),
+            None,
+        );
+    }
+    // Room for the body among the bodies in flight (a chunked body may be the largest).
+    let kib = (declared.unwrap_or(MAX_VALUE_BYTES).div_ceil(1024)).max(1) as u32;
+    let room =
+        tokio::time::timeout(BODY_ROOM_WAIT, state.bodies.clone().acquire_many_owned(kib)).await;
+    let _room = match room {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return overloaded(&format!(
+                "overloaded: {} MiB of request bodies are in flight; not applied, retry later",
+                MAX_BODY_BYTES_IN_FLIGHT >> 20
+            ))
+        }
+    };
+    let mut value = Vec::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(c) => c,

@@ -40,6 +40,8 @@ pub enum ClientResponse {
         reason: String,
         leader: Option<NodeId>,
     },
+    /// Refused as overloaded: not applied; retry after a pause (503 with `Retry-After`).
+    Overloaded { reason: String },
     /// The write's client session expired: it was not applied, and a retry in this session
     /// never will be (409).
     SessionExpired { reason: String },

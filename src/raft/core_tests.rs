@@ -1,6 +1,6 @@
 //! Rule-by-rule tests of the pure core. Each test names the part of the paper it attacks.
 
-use super::core::LogSlice;
+use super::core::{LogLimits, LogSlice, ProposeError};
 use super::*;
 
 fn entry(index: LogIndex, term: Term) -> Entry {
@@ -848,4 +848,68 @@ fn hostile_numbers_from_a_peer_are_ignored() {
         assert_eq!((n.current_term(), n.voted_for()), (1, None), "{:?}", msg);
     }
     assert_eq!(n.log().last_index(), 1);
+}
+
+/// A leader whose followers do not keep up refuses new proposals once too much waits to
+/// commit (memory stays bounded), and accepts again as soon as entries commit.
+#[test]
+fn proposals_are_refused_while_too_much_waits_to_commit() {
+    let mut n = leader().with_limits(LogLimits {
+        max_uncommitted_entries: 3,
+        max_uncommitted_bytes: 1 << 20,
+        log_tail_bytes: 1 << 20,
+    });
+    // The no-op is uncommitted too: two more fit.
+    for _ in 0..2 {
+        let (r, e) = n.propose(Payload::Command(vec![1; 10]));
+        assert!(r.is_ok());
+        durable(&mut n, e);
+    }
+    let (r, e) = n.propose(Payload::Command(vec![1; 10]));
+    assert_eq!(
+        r,
+        Err(ProposeError::Overloaded {
+            entries: 3,
+            bytes: n.log().bytes_between(0, 3)
+        })
+    );
+    assert!(e.is_empty(), "nothing appended: {:?}", e);
+    assert_eq!(n.log().last_index(), 3);
+    let e = n.on_replicated(1, 2, 3, 0, None);
+    durable(&mut n, e);
+    assert!(n.propose(Payload::Command(vec![1; 10])).0.is_ok());
+    // And by bytes: one large proposal fills the budget.
+    let mut m = leader().with_limits(LogLimits {
+        max_uncommitted_entries: 100,
+        max_uncommitted_bytes: 1000,
+        log_tail_bytes: 1 << 20,
+    });
+    assert!(m.propose(Payload::Command(vec![0; 2000])).0.is_ok());
+    assert!(matches!(
+        m.propose(Payload::Command(vec![0; 1])).0,
+        Err(ProposeError::Overloaded { .. })
+    ));
+}
+
+/// The log tail kept for slow followers is bounded in bytes too: with large values, the
+/// entry count alone would keep gigabytes in memory.
+#[test]
+fn the_log_tail_is_bounded_in_bytes() {
+    let mut n = leader().with_log_tail(1000).with_limits(LogLimits {
+        max_uncommitted_entries: 1000,
+        max_uncommitted_bytes: 1 << 30,
+        log_tail_bytes: 10_000,
+    });
+    for _ in 0..20 {
+        let (_, e) = n.propose(Payload::Command(vec![0; 1000]));
+        durable(&mut n, e);
+    }
+    let last = n.log().last_index();
+    let e = n.on_replicated(1, 2, last, 0, None);
+    durable(&mut n, e);
+    let before = n.log().clone();
+    let e = n.on_store_durable(last);
+    let point = compaction(&e).expect("compacts by bytes although 1000 entries are allowed");
+    assert!(before.bytes_between(point.index, last) <= 10_000);
+    assert!(before.bytes_between(point.index - 1, last) > 10_000);
 }

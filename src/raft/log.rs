@@ -9,6 +9,11 @@ pub struct RaftLog {
     snapshot_index: LogIndex,
     snapshot_term: Term,
     entries: Vec<Entry>,
+    /// `ends[i]`: approximate bytes of every entry ever appended through `entries[i]` (a
+    /// running total), so the bytes between two indexes is one subtraction.
+    ends: Vec<u64>,
+    /// The running total before `entries[0]`.
+    start_bytes: u64,
 }
 
 impl RaftLog {
@@ -18,10 +23,12 @@ impl RaftLog {
             snapshot_index,
             snapshot_term,
             entries: Vec::new(),
+            ends: Vec::new(),
+            start_bytes: 0,
         };
         for e in entries {
             if e.index == log.last_index() + 1 {
-                log.entries.push(e);
+                log.append(e);
             }
         }
         log
@@ -101,17 +108,47 @@ impl RaftLog {
     /// Appends one entry; its index must be `last_index() + 1`.
     pub fn append(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index() + 1);
+        let end = self.ends.last().copied().unwrap_or(self.start_bytes);
+        self.ends.push(end + entry.approx_size() as u64);
         self.entries.push(entry);
     }
 
     /// Removes every entry with index `>= from`.
     pub fn truncate_from(&mut self, from: LogIndex) {
-        if from <= self.snapshot_index {
-            self.entries.clear();
+        let keep = if from <= self.snapshot_index {
+            0
         } else {
-            self.entries
-                .truncate((from - self.snapshot_index - 1) as usize);
+            (from - self.snapshot_index - 1) as usize
+        };
+        self.entries.truncate(keep);
+        self.ends.truncate(keep);
+    }
+
+    /// The running byte total through `index`, clamped to the entries held.
+    fn total_through(&self, index: LogIndex) -> u64 {
+        if index <= self.snapshot_index || self.ends.is_empty() {
+            return self.start_bytes;
         }
+        let i = ((index - self.snapshot_index) as usize).min(self.ends.len());
+        self.ends[i - 1]
+    }
+
+    /// Approximate bytes of the entries held in `after + 1 ..= through`.
+    pub fn bytes_between(&self, after: LogIndex, through: LogIndex) -> u64 {
+        self.total_through(through)
+            .saturating_sub(self.total_through(after))
+    }
+
+    /// The lowest index `p` (at least the snapshot index) such that the entries held in
+    /// `p + 1 ..= through` take at most `budget` bytes.
+    pub fn start_keeping_bytes(&self, through: LogIndex, budget: u64) -> LogIndex {
+        let target = self.total_through(through).saturating_sub(budget);
+        if self.start_bytes >= target {
+            return self.snapshot_index;
+        }
+        // ends is increasing: the first entry whose running total reaches the target.
+        let i = self.ends.partition_point(|&end| end < target);
+        self.snapshot_index + i as u64 + 1
     }
 
     /// Forgets entries up to `index` (covered by a snapshot whose last entry has `term`).
@@ -123,9 +160,12 @@ impl RaftLog {
         }
         if self.term_at(index) == Some(term) {
             let drop = (index - self.snapshot_index) as usize;
+            self.start_bytes = self.ends[drop - 1];
             self.entries.drain(..drop);
+            self.ends.drain(..drop);
         } else {
             self.entries.clear();
+            self.ends.clear();
         }
         self.snapshot_index = index;
         self.snapshot_term = term;
@@ -159,6 +199,36 @@ mod tests {
             term,
             payload: Payload::Noop,
         }
+    }
+
+    #[test]
+    fn byte_accounting_follows_appends_truncation_and_compaction() {
+        let sized = |index, n: usize| Entry {
+            index,
+            term: 1,
+            payload: crate::raft::Payload::Command(vec![0; n]),
+        };
+        // Sizes 32 + 100, 32 + 200, ... (approx_size adds 32).
+        let mut log = RaftLog::new(0, 0, (1..=5).map(|i| sized(i, i as usize * 100)).collect());
+        assert_eq!(log.bytes_between(0, 5), 5 * 32 + 1500);
+        assert_eq!(log.bytes_between(2, 4), 2 * 32 + 700);
+        assert_eq!(
+            log.bytes_between(4, 99),
+            32 + 500,
+            "clamped to the entries held"
+        );
+        // Keep at most 600 bytes ending at 5: entry 5 alone (532) fits, 4 and 5 do not.
+        assert_eq!(log.start_keeping_bytes(5, 600), 4);
+        assert_eq!(log.start_keeping_bytes(5, 10_000), 0);
+        assert_eq!(log.start_keeping_bytes(5, 0), 5);
+        log.compact_to(2, 1);
+        assert_eq!(log.bytes_between(2, 5), 3 * 32 + 1200);
+        assert_eq!(log.start_keeping_bytes(5, 10_000), 2);
+        log.truncate_from(5);
+        log.append(sized(5, 1));
+        assert_eq!(log.bytes_between(2, 5), 3 * 32 + 700 + 1);
+        log.compact_to(9, 3); // not held: everything goes
+        assert_eq!(log.bytes_between(0, 20), 0);
     }
 
     #[test]

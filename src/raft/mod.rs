@@ -15,7 +15,9 @@ mod types;
 #[cfg(test)]
 mod core_tests;
 
-pub use self::core::{Effect, LogSlice, PersistBatch, RaftCore, ReadId, Role, Status};
+pub use self::core::{
+    Effect, LogLimits, LogSlice, PersistBatch, ProposeError, RaftCore, ReadId, Role, Status,
+};
 pub use self::log::RaftLog;
 pub use self::message::{Message, RejectHint};
 pub use self::progress::{Progress, ProgressState};

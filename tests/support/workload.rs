@@ -24,9 +24,9 @@ fn outcome(r: &ClientResponse) -> Outcome {
     match r {
         ClientResponse::Written { .. } => Outcome::Done,
         ClientResponse::Value(v) => Outcome::Read(v.clone()),
-        ClientResponse::Unavailable { .. } | ClientResponse::SessionExpired { .. } => {
-            Outcome::Failed
-        }
+        ClientResponse::Unavailable { .. }
+        | ClientResponse::SessionExpired { .. }
+        | ClientResponse::Overloaded { .. } => Outcome::Failed,
         ClientResponse::Unknown { .. } => Outcome::Unknown,
     }
 }

@@ -105,6 +105,39 @@ pub enum Effect {
     },
 }
 
+/// What the log may hold in memory: bounds that keep a node's memory independent of the
+/// load and of the size of the values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogLimits {
+    /// A leader refuses proposals while its uncommitted entries take this many bytes.
+    pub max_uncommitted_bytes: u64,
+    /// ... or number this many.
+    pub max_uncommitted_entries: u64,
+    /// The tail kept below the store's durable index holds at most this many bytes.
+    pub log_tail_bytes: u64,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_uncommitted_bytes: 32 * 1024 * 1024,
+            max_uncommitted_entries: 10_000,
+            log_tail_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a proposal was not appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    NotLeader,
+    /// Too much is waiting to commit (`LogLimits`): the client should back off.
+    Overloaded {
+        entries: u64,
+        bytes: u64,
+    },
+}
+
 /// A snapshot of the core for `/status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -178,8 +211,10 @@ pub struct RaftCore {
     outbox: VecDeque<(u64, NodeId, Message)>,
 
     // Compaction: the state machine's store is the snapshot. The log keeps `log_tail`
-    // entries below what the store holds durably, for followers that lag a little.
+    // entries (and at most `limits.log_tail_bytes`) below what the store holds durably,
+    // for followers that lag a little.
     log_tail: u64,
+    limits: LogLimits,
     /// Highest index the state machine's store holds durably.
     store_durable: LogIndex,
     /// Snapshots being streamed to peers (leader only): the log is not compacted past
@@ -231,6 +266,7 @@ impl RaftCore {
             pending_floor: None,
             outbox: VecDeque::new(),
             log_tail: 10_000,
+            limits: LogLimits::default(),
             store_durable: snapshot_index,
             snapshot_pins: BTreeMap::new(),
             effects: Vec::new(),
@@ -240,6 +276,12 @@ impl RaftCore {
     /// Keep this many entries below the store's durable index when compacting.
     pub fn with_log_tail(mut self, entries: u64) -> Self {
         self.log_tail = entries;
+        self
+    }
+
+    /// Bounds on the log a leader accepts and keeps in memory.
+    pub fn with_limits(mut self, limits: LogLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -470,18 +512,30 @@ impl RaftCore {
         self.finish()
     }
 
-    /// A client command: appended to the leader's log; returns its (index, term), or `None`
-    /// when this node is not the leader.
-    pub fn propose(&mut self, payload: Payload) -> (Option<(LogIndex, Term)>, Vec<Effect>) {
+    /// A client command: appended to the leader's log; returns its (index, term), or why
+    /// not: this node does not lead, or too much is already waiting to commit.
+    pub fn propose(
+        &mut self,
+        payload: Payload,
+    ) -> (Result<(LogIndex, Term), ProposeError>, Vec<Effect>) {
         if self.role != Role::Leader {
-            return (None, Vec::new());
+            return (Err(ProposeError::NotLeader), Vec::new());
+        }
+        let entries = self.log.last_index() - self.commit_index;
+        let bytes = self
+            .log
+            .bytes_between(self.commit_index, self.log.last_index());
+        if entries >= self.limits.max_uncommitted_entries
+            || bytes >= self.limits.max_uncommitted_bytes
+        {
+            return (Err(ProposeError::Overloaded { entries, bytes }), Vec::new());
         }
         let index = self.append_own(payload);
         self.effects.push(Effect::ReplicateNow);
         if self.peers.is_empty() {
             self.maybe_commit();
         }
-        (Some((index, self.current_term)), self.finish())
+        (Ok((index, self.current_term)), self.finish())
     }
 
     /// Starts a linearizable read (§6.4 of the thesis, "read index"). `false` when this node

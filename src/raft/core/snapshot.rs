@@ -124,17 +124,25 @@ impl RaftCore {
     /// from the log after that snapshot). Only entries durable in the log itself are
     /// dropped, so the pending batch never holds entries below the compaction point.
     pub(super) fn maybe_compact(&mut self) {
-        let mut point = self
+        let base = self
             .store_durable
             .min(self.durable_last_index)
-            .min(self.commit_index)
-            .saturating_sub(self.log_tail);
+            .min(self.commit_index);
+        // The tail is bounded in entries and in bytes (large values).
+        let by_bytes = self
+            .log
+            .start_keeping_bytes(base, self.limits.log_tail_bytes);
+        let mut point = base.saturating_sub(self.log_tail).max(by_bytes).min(base);
         if let Some(pin) = self.snapshot_pins.values().min() {
             point = point.min(*pin);
         }
-        // Compacting a handful of entries at a time is not worth a record.
+        // Compacting a handful of small entries at a time is not worth a record.
+        let from = self.log.snapshot_index();
         let step = (self.log_tail / 8).max(1);
-        if point < self.log.snapshot_index() + step {
+        if point <= from
+            || (point < from + step
+                && self.log.bytes_between(from, point) < self.limits.log_tail_bytes / 8)
+        {
             return;
         }
         let Some(term) = self.log.term_at(point) else {

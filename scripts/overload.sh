@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# overload.sh — the overload benchmark of docs/PERFORMANCE.md: a fresh 3-node cluster on
+# loopback takes 2,000 concurrent client connections for SECS seconds, half of them
+# writing 1 MiB values and half 100-byte values, as fast as they can. Reports each node's
+# peak memory, the term before and after (elections), and how fast refusals come back.
+# Usage: scripts/overload.sh [SECS (default 20)] [DIR (default /tmp/raftkv-overload)]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SECS=${1:-20}
+DIR=${2:-/tmp/raftkv-overload}
+BIN=target/release/raftkv
+BENCH=target/release/examples/bench
+NODES=127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003
+
+for port in 8001 8002 8003 9001 9002 9003; do
+	if ss -ltn "sport = :$port" 2>/dev/null | grep -q LISTEN; then
+		echo "overload.sh: port $port is in use (./run-cluster.sh stop first)" >&2
+		exit 1
+	fi
+done
+cargo build --release --bin raftkv --example bench
+rm -rf "$DIR" && mkdir -p "$DIR"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/cluster.secret")
+pids=()
+trap 'kill -9 "${pids[@]}" 2>/dev/null || true' EXIT
+for k in 1 2 3; do
+	# EXTRA_CONFIG: more top-level keys for every node (e.g. "store_cache_mb = 64").
+	sed -e "s#^data_dir = .*#data_dir = \"$DIR/node$k\"\n${EXTRA_CONFIG:-}#" \
+		-e "s#^cluster_secret_file = .*#cluster_secret_file = \"$DIR/cluster.secret\"#" \
+		"config/node$k.toml" >"$DIR/node$k.toml"
+	RUST_LOG=${RUST_LOG:-info} "$BIN" serve --config "$DIR/node$k.toml" >"$DIR/node$k.log" 2>&1 &
+	pids+=($!)
+done
+term() { curl -s --max-time 2 "http://127.0.0.1:800$1/status" | sed -n 's/.*"term":\([0-9]*\).*/\1/p'; }
+for _ in $(seq 100); do
+	[[ $(curl -s --max-time 1 http://127.0.0.1:8001/status) == *'"leader":'[0-9]* ]] && break
+	sleep 0.1
+done
+before="$(term 1) $(term 2) $(term 3)"
+ulimit -n 65536 2>/dev/null || true
+"$BENCH" --json --nodes "$NODES" --connections 1000 --value-bytes 1048576 --keys fresh \
+	--duration "$SECS" --window 5 --key-prefix big- >"$DIR/big.json" 2>"$DIR/big.txt" &
+big=$!
+"$BENCH" --json --nodes "$NODES" --connections 1000 --value-bytes 100 --keys fresh \
+	--duration "$SECS" --window 5 --key-prefix small- >"$DIR/small.json" 2>"$DIR/small.txt" &
+small=$!
+wait "$big" "$small"
+after="$(term 1) $(term 2) $(term 3)"
+echo "overload: 2,000 connections for $SECS s (1,000 writing 1 MiB, 1,000 writing 100 B), $(nproc) cores"
+for k in 1 2 3; do
+	awk -v k="$k" '/VmHWM/ { printf "node %s: peak RSS %d MiB\n", k, $2 / 1024 }' "/proc/${pids[$((k - 1))]}/status"
+done
+echo "terms before: $before; after: $after"
+for f in big small; do
+	python3 - "$DIR/$f.json" "$f" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+e = d["errors_by_kind"]
+print(f"{sys.argv[2]}: {d['writes']} writes, {d['writes_per_s']:.0f}/s, p99 {d['p99_ms']} ms; "
+      f"refused (503) {e['unavailable_503']}, p99 {d['refused_p99_ms']} ms, max {d['refused_max_ms']} ms; "
+      f"504 {e['timeout_504']}, connection errors {e['connection']}, other {e['other']}")
+PY
+done
+grep -h "ERROR\|panicked" "$DIR"/node*.log | head -5 || true
