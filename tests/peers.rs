@@ -141,3 +141,87 @@ fn oversized_and_garbage_handshakes_are_refused_cheaply() {
     );
     c.put_acked(leader, "still", b"serving");
 }
+
+/// A flood of connections to the peer port from one host: beyond 32 at once they are
+/// closed straight away, and the cluster keeps serving.
+#[test]
+fn connections_per_host_are_limited() {
+    let c = Cluster::start("peer-conn-flood", 3);
+    let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
+    let addr = c.raft_addr(leader);
+    let conns: Vec<std::net::TcpStream> = (0..48)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let closed = conns
+        .iter()
+        .filter(|s| {
+            let mut s = (*s).try_clone().unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            matches!(s.read(&mut b), Ok(0))
+        })
+        .count();
+    // Its two peers hold two of the 32; the 16 beyond the limit, at least, are closed.
+    assert!(
+        closed >= 16,
+        "only {} of 48 connections were refused",
+        closed
+    );
+    c.wait_for_log(
+        leader,
+        "peer connections from this host are open already",
+        Duration::from_secs(5),
+    );
+    drop(conns);
+    c.put_acked(leader, "after-flood", b"fine");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", pid))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap_or(0)))
+        })
+        .unwrap_or(0)
+}
+
+/// A follower that stops reading (SIGSTOP) while writes go on: the leader keeps serving
+/// with the other follower, its memory does not grow with what the paused one misses, and
+/// the follower catches up once it runs again.
+#[test]
+fn a_paused_follower_does_not_grow_the_leader_and_catches_up() {
+    let c = Cluster::start("paused-follower", 3);
+    let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
+    let paused = c.followers_of(leader)[0];
+    let pid = c.pid(paused).unwrap();
+    let value = "v".repeat(4096);
+    let batch = |from: usize| -> Vec<(String, String)> {
+        (from..from + 500)
+            .map(|i| (format!("paused-{:05}", i), value.clone()))
+            .collect()
+    };
+    c.put_all_acked("warm", &batch(0));
+    let before = rss_kib(c.pid(leader).unwrap());
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    // 4 x 2 MiB written while it is stopped.
+    for round in 1..=4 {
+        c.put_all_acked(&format!("while-paused-{}", round), &batch(round * 500));
+    }
+    let during = rss_kib(c.pid(leader).unwrap());
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    assert!(
+        during < before + 64 * 1024,
+        "leader RSS grew from {} to {} KiB while a follower was paused",
+        before,
+        during
+    );
+    let target = c.status(leader).unwrap().commit_index;
+    c.wait_applied(paused, target, Duration::from_secs(20));
+    assert_eq!(
+        c.get_via(paused, "paused-02499").map(|v| v.len()),
+        Some(4096)
+    );
+}

@@ -260,9 +260,56 @@ pub struct Listener {
 /// Refused connections, by remote host and reason: each logged once per interval.
 type RefusalLog = Arc<Mutex<HashMap<(std::net::IpAddr, String), LogEvery>>>;
 
+/// Peer connections accepted at once from one IP address (a node has one to each of its
+/// peers, plus a few while they reconnect); more are refused.
+const MAX_CONNECTIONS_PER_HOST: usize = 32;
+
+/// Open inbound connections by remote IP address.
+type OpenByHost = Arc<Mutex<HashMap<std::net::IpAddr, usize>>>;
+
+/// Counts one open connection from a host for as long as it lives.
+struct HostSlot {
+    open: OpenByHost,
+    ip: std::net::IpAddr,
+}
+
+impl HostSlot {
+    fn take(open: &OpenByHost, ip: std::net::IpAddr) -> Option<HostSlot> {
+        let mut map = match open.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_HOST {
+            return None;
+        }
+        *n += 1;
+        Some(HostSlot {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HostSlot {
+    fn drop(&mut self) {
+        let mut map = match self.open.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts peer connections on `listener` and delivers their messages to `sink`.
 pub async fn serve_inbound(listener: TcpListener, me: Listener, sink: InboundSink) {
     let refusals: RefusalLog = Arc::default();
+    let open: OpenByHost = Arc::default();
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -272,14 +319,20 @@ pub async fn serve_inbound(listener: TcpListener, me: Listener, sink: InboundSin
                 continue;
             }
         };
+        let Some(slot) = HostSlot::take(&open, remote.ip()) else {
+            let why = format!(
+                "{} peer connections from this host are open already",
+                MAX_CONNECTIONS_PER_HOST
+            );
+            refuse(&refusals, me.self_id, remote, "too many", &why);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(inbound(
-            stream,
-            remote,
-            me.clone(),
-            refusals.clone(),
-            sink.clone(),
-        ));
+        let (me, refusals, sink) = (me.clone(), refusals.clone(), sink.clone());
+        tokio::spawn(async move {
+            inbound(stream, remote, me, refusals, sink).await;
+            drop(slot);
+        });
     }
 }
 
@@ -396,7 +449,14 @@ async fn inbound(
     );
     loop {
         match read_message(&mut r).await {
-            Ok(msg) => sink.do_send(Inbound { from, msg }),
+            // Backpressure: the next frame is read only once this one is handled, so a peer
+            // that sends faster than this node can handle fills its own socket buffers,
+            // not this node's memory.
+            Ok(msg) => {
+                if sink.send(Inbound { from, msg }).await.is_err() {
+                    return; // the node is stopping
+                }
+            }
             Err(FrameError::Closed) => return,
             Err(e) => {
                 warn!(
