@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
-use super::record::{batch_header, read_batches, RecordReadOutcome, RecordWriter};
+use super::record::{
+    batch_header, read_batches, RecordReadOutcome, RecordWriter, BATCH_HEADER_LEN,
+};
 use super::{compact_entries, InitialState, Storage, StorageError};
 use crate::codec;
 use crate::raft::{Entry, HardState, LogIndex, LogPoint, PersistBatch, Term};
@@ -127,7 +129,7 @@ pub struct FileStorage {
     segment_bytes: u64,
     hard_state: HardState,
     terms: TermRuns,
-    /// Reused encode buffers.
+    /// Reused encode buffers; `buf` starts with room for the batch header.
     buf: Vec<u8>,
     scratch: Vec<u8>,
     /// Deletes compacted segments in the background, one at a time and in order, so an
@@ -302,7 +304,7 @@ impl FileStorage {
             segment_bytes: segment_bytes.max(4096),
             hard_state: replay.hard_state,
             terms,
-            buf: Vec::new(),
+            buf: vec![0; BATCH_HEADER_LEN],
             scratch: Vec::new(),
             deleter: Deleter::start(),
         };
@@ -369,12 +371,12 @@ impl FileStorage {
     fn write_buf(&mut self) -> Result<(), StorageError> {
         let path = self.active_path();
         // The batch header marks where this fsync'd batch ends (record.rs).
-        let header = batch_header(&self.buf);
-        self.file.write_all(&header).map_err(io_err(&path))?;
+        let header = batch_header(&self.buf[BATCH_HEADER_LEN..]);
+        self.buf[..BATCH_HEADER_LEN].copy_from_slice(&header);
         self.file.write_all(&self.buf).map_err(io_err(&path))?;
         self.file.sync_data().map_err(io_err(&path))?;
-        self.active_len += (header.len() + self.buf.len()) as u64;
-        self.buf.clear();
+        self.active_len += self.buf.len() as u64;
+        self.buf.truncate(BATCH_HEADER_LEN);
         Ok(())
     }
 
@@ -521,7 +523,7 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 
 impl Storage for FileStorage {
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        self.buf.clear();
+        self.buf.truncate(BATCH_HEADER_LEN);
         if self.active_len >= self.segment_bytes {
             self.rotate()?;
         }
@@ -541,7 +543,7 @@ impl Storage for FileStorage {
             }
             self.push(&RecordRef::Entry(e))?;
         }
-        if self.buf.is_empty() {
+        if self.buf.len() == BATCH_HEADER_LEN {
             return Ok(());
         }
         self.write_buf()?;
