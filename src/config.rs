@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::actors::consensus::RaftOptions;
 use crate::net::auth::ClusterSecret;
+use crate::raft::LogLimits;
 use crate::raft::NodeId;
 
 /// One node's configuration.
@@ -54,6 +55,9 @@ pub struct Config {
     /// little (a restart, a short partition); a follower further behind gets a snapshot
     /// (default 100000).
     pub log_tail_entries: Option<u64>,
+    /// ... and at most this many MiB of them (default 96): the tail is held in memory, so
+    /// with large values the entry count alone would hold gigabytes.
+    pub log_tail_mb: Option<u64>,
     /// Size at which a log segment (`data_dir/log/*.seg`) is closed and a new one started,
     /// in MiB (default 64). Compaction deletes whole segments.
     pub log_segment_mb: Option<u64>,
@@ -204,6 +208,14 @@ impl Config {
             log_tail_entries: self
                 .log_tail_entries
                 .unwrap_or(RaftOptions::default().log_tail_entries),
+            log_limits: LogLimits {
+                log_tail_bytes: self
+                    .log_tail_mb
+                    .map_or(LogLimits::default().log_tail_bytes, |mb| {
+                        mb.saturating_mul(1024 * 1024)
+                    }),
+                ..LogLimits::default()
+            },
             ..RaftOptions::default()
         }
     }

@@ -122,7 +122,7 @@ impl Default for LogLimits {
         LogLimits {
             max_uncommitted_bytes: 32 * 1024 * 1024,
             max_uncommitted_entries: 10_000,
-            log_tail_bytes: 32 * 1024 * 1024,
+            log_tail_bytes: 96 * 1024 * 1024,
         }
     }
 }
