@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::{raw_exchange, wait_for, Cluster, ClusterOptions, ELECTION_DEADLINE};
+use raftkv::client::KvResult;
 
 /// Lines of `text` that contain every one of `needles`.
 fn lines_with(text: &str, needles: &[&str]) -> usize {
@@ -95,8 +96,9 @@ fn a_peer_that_accepts_and_closes_is_retried_with_back_off() {
     });
     let mut c = Cluster::prepare("accept-close", ClusterOptions::fast(3));
     c.route_peer(1, 3, fake_addr);
+    // Every node serves (`launch` waits for that); who leads does not matter here (if node
+    // 1 does, node 3 never hears from it).
     c.launch();
-    c.wait_for_leader(ELECTION_DEADLINE);
     let before = accepted.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(4));
     let during = accepted.load(Ordering::SeqCst) - before;
@@ -206,9 +208,14 @@ fn a_paused_follower_does_not_grow_the_leader_and_catches_up() {
     c.put_all_acked("warm", &batch(0));
     let before = rss_kib(c.pid(leader).unwrap());
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-    // 4 x 2 MiB written while it is stopped.
+    // 4 x 2 MiB written while it is stopped, through the leader (a request sent to the
+    // stopped node would just wait for its timeout).
     for round in 1..=4 {
-        c.put_all_acked(&format!("while-paused-{}", round), &batch(round * 500));
+        let mut client = c.client(&[leader], &format!("while-paused-{}", round));
+        for (k, v) in batch(round * 500) {
+            let r = client.put(&k, v.as_bytes());
+            assert!(matches!(r, KvResult::Ok(_)), "PUT {}: {:?}", k, r);
+        }
     }
     let during = rss_kib(c.pid(leader).unwrap());
     unsafe { libc::kill(pid as i32, libc::SIGCONT) };
