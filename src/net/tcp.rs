@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ use crate::raft::{Message, NodeId};
 
 /// Messages queued per peer while its connection is slow or down; beyond this they drop.
 const QUEUE_DEPTH: usize = 4096;
+/// ... and bytes: a peer that stops reading (paused, overloaded) must not make this node
+/// hold what it keeps being sent (snapshot chunks are resent). Raft tolerates the loss.
+const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// The whole handshake must complete within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -40,7 +44,13 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Outbound side: a queue per peer drained by that peer's connection task.
 pub struct TcpTransport {
-    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    queues: BTreeMap<NodeId, PeerQueue>,
+}
+
+/// One peer's queue, with the bytes it holds.
+struct PeerQueue {
+    tx: mpsc::Sender<Message>,
+    bytes: Arc<AtomicUsize>,
 }
 
 impl TcpTransport {
@@ -54,7 +64,14 @@ impl TcpTransport {
         let mut queues = BTreeMap::new();
         for (peer, addr) in peers {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-            queues.insert(*peer, tx);
+            let bytes = Arc::new(AtomicUsize::new(0));
+            queues.insert(
+                *peer,
+                PeerQueue {
+                    tx,
+                    bytes: bytes.clone(),
+                },
+            );
             tokio::spawn(outbound(
                 Caller {
                     self_id,
@@ -63,7 +80,7 @@ impl TcpTransport {
                     cluster_id: cluster_id.to_string(),
                     secret: secret.clone(),
                 },
-                rx,
+                Queued { rx, bytes },
             ));
         }
         Arc::new(TcpTransport { queues })
@@ -72,10 +89,21 @@ impl TcpTransport {
 
 impl Transport for TcpTransport {
     fn send(&self, to: NodeId, msg: Message) {
-        if let Some(q) = self.queues.get(&to) {
-            if q.try_send(msg).is_err() {
-                debug!("peer {} queue full or closed: message dropped", to);
-            }
+        let Some(q) = self.queues.get(&to) else {
+            return;
+        };
+        let size = msg.approx_size();
+        if q.bytes.load(Ordering::Relaxed) + size > QUEUE_BYTES {
+            debug!(
+                "peer {} queue holds {} bytes: message dropped",
+                to, QUEUE_BYTES
+            );
+            return;
+        }
+        q.bytes.fetch_add(size, Ordering::Relaxed);
+        if q.tx.try_send(msg).is_err() {
+            q.bytes.fetch_sub(size, Ordering::Relaxed);
+            debug!("peer {} queue full or closed: message dropped", to);
         }
     }
 }
@@ -151,7 +179,39 @@ async fn send_frame<S: AsyncWrite + Unpin, T: serde::Serialize>(
     s.flush().await.map_err(|e| e.to_string())
 }
 
-async fn outbound(caller: Caller, mut rx: mpsc::Receiver<Message>) {
+/// The receiving end of a peer's queue; every message taken out gives its bytes back.
+struct Queued {
+    rx: mpsc::Receiver<Message>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Queued {
+    fn took(&self, m: &Message) {
+        self.bytes.fetch_sub(m.approx_size(), Ordering::Relaxed);
+    }
+
+    async fn recv(&mut self) -> Option<Message> {
+        let m = self.rx.recv().await;
+        if let Some(m) = &m {
+            self.took(m);
+        }
+        m
+    }
+
+    fn try_recv(&mut self) -> Option<Message> {
+        let m = self.rx.try_recv().ok();
+        if let Some(m) = &m {
+            self.took(m);
+        }
+        m
+    }
+
+    fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
+}
+
+async fn outbound(caller: Caller, mut rx: Queued) {
     let (self_id, peer) = (caller.self_id, caller.peer);
     let mut backoff = BACKOFF_MIN;
     let mut failures = LogEvery::new(LOG_INTERVAL);
@@ -196,7 +256,7 @@ async fn outbound(caller: Caller, mut rx: mpsc::Receiver<Message>) {
         failures.reset();
         backoff = BACKOFF_MIN;
         // What queued up while disconnected is stale; Raft resends what matters.
-        while rx.try_recv().is_ok() {}
+        while rx.try_recv().is_some() {}
         let (mut rd, wr) = stream.into_split();
         // The peer never writes after the handshake; a read returning means it closed (for
         // example it restarted), so reconnect before the next message is lost into it.
@@ -232,7 +292,7 @@ async fn outbound(caller: Caller, mut rx: mpsc::Receiver<Message>) {
                 if buf.len() > 1024 * 1024 {
                     break;
                 }
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
             if let Err(e) = async {
                 w.write_all(&buf).await?;

@@ -230,6 +230,19 @@ impl Message {
         }
     }
 
+    /// Roughly how many bytes this message holds (for bounding queues).
+    pub fn approx_size(&self) -> usize {
+        64 + match self {
+            Message::AppendEntries { entries, .. } => {
+                entries.iter().map(Entry::approx_size).sum::<usize>()
+            }
+            Message::InstallSnapshot { data, .. } => data.len(),
+            Message::Forward { request, .. } => request.len(),
+            Message::ForwardReply { response, .. } => response.len(),
+            _ => 0,
+        }
+    }
+
     /// Short name for logs.
     pub fn kind(&self) -> &'static str {
         match self {
