@@ -58,46 +58,44 @@ impl ClusterSecret {
         m
     }
 
-    /// The listener's proof for `hello`, with its nonce.
-    pub fn listener_proof(&self, hello: &Hello, listener: NodeId, nonce: &[u8; 16]) -> [u8; 32] {
-        self.mac(b"raftkv listener", hello, listener, nonce)
+    /// `side`'s proof for the handshake that began with `hello` to `listener`, given the
+    /// listener's nonce.
+    pub fn proof(&self, side: Side, hello: &Hello, listener: NodeId, nonce: &[u8; 16]) -> [u8; 32] {
+        self.mac(side.label(), hello, listener, nonce)
             .finalize()
             .into_bytes()
             .into()
     }
 
-    /// The caller's proof for `hello`, given the listener's nonce.
-    pub fn caller_proof(&self, hello: &Hello, listener: NodeId, nonce: &[u8; 16]) -> [u8; 32] {
-        self.mac(b"raftkv caller", hello, listener, nonce)
-            .finalize()
-            .into_bytes()
-            .into()
-    }
-
-    /// Checks a listener's proof (in constant time).
-    pub fn verify_listener(
+    /// Checks `side`'s proof (in constant time).
+    pub fn verify(
         &self,
+        side: Side,
         hello: &Hello,
         listener: NodeId,
         nonce: &[u8; 16],
         proof: &[u8; 32],
     ) -> bool {
-        self.mac(b"raftkv listener", hello, listener, nonce)
+        self.mac(side.label(), hello, listener, nonce)
             .verify_slice(proof)
             .is_ok()
     }
+}
 
-    /// Checks a caller's proof (in constant time).
-    pub fn verify_caller(
-        &self,
-        hello: &Hello,
-        listener: NodeId,
-        nonce: &[u8; 16],
-        proof: &[u8; 32],
-    ) -> bool {
-        self.mac(b"raftkv caller", hello, listener, nonce)
-            .verify_slice(proof)
-            .is_ok()
+/// Which end of a connection a proof comes from: each has its own label, so one end's
+/// proof can never be replayed as the other's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Caller,
+    Listener,
+}
+
+impl Side {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Side::Caller => b"raftkv caller",
+            Side::Listener => b"raftkv listener",
+        }
     }
 }
 
@@ -111,21 +109,27 @@ mod tests {
         let b = ClusterSecret::from_text("another secret of enough bytes").unwrap();
         let hello = Hello::new("c", 1, 2);
         let n = [9u8; 16];
-        let p = a.listener_proof(&hello, 2, &n);
-        assert!(a.verify_listener(&hello, 2, &n, &p));
-        assert!(!b.verify_listener(&hello, 2, &n, &p), "another secret");
-        assert!(!a.verify_listener(&hello, 3, &n, &p), "another listener");
+        let p = a.proof(Side::Listener, &hello, 2, &n);
+        assert!(a.verify(Side::Listener, &hello, 2, &n, &p));
         assert!(
-            !a.verify_listener(&hello, 2, &[8u8; 16], &p),
+            !b.verify(Side::Listener, &hello, 2, &n, &p),
+            "another secret"
+        );
+        assert!(
+            !a.verify(Side::Listener, &hello, 3, &n, &p),
+            "another listener"
+        );
+        assert!(
+            !a.verify(Side::Listener, &hello, 2, &[8u8; 16], &p),
             "another nonce"
         );
         assert!(
-            !a.verify_caller(&hello, 2, &n, &p),
+            !a.verify(Side::Caller, &hello, 2, &n, &p),
             "a listener proof is no caller proof"
         );
         let other = Hello::new("c", 1, 2);
         assert!(
-            !a.verify_listener(&other, 2, &n, &p),
+            !a.verify(Side::Listener, &other, 2, &n, &p),
             "another caller nonce"
         );
         assert!(ClusterSecret::from_text("short").is_err());

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, B
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::auth::ClusterSecret;
+use super::auth::{ClusterSecret, Side};
 use super::frame::{
     encode_frame, read_handshake, read_message, Accepted, FrameError, Hello, Proof, Welcome,
 };
@@ -154,15 +154,20 @@ impl Caller {
             other => format!("bad handshake answer: {}", other),
         };
         let welcome: Welcome = read_handshake(s).await.map_err(closed)?;
-        if !self
-            .secret
-            .verify_listener(&hello, self.peer, &welcome.nonce, &welcome.proof)
-        {
+        if !self.secret.verify(
+            Side::Listener,
+            &hello,
+            self.peer,
+            &welcome.nonce,
+            &welcome.proof,
+        ) {
             return Err("it could not prove the cluster secret (a different \
                         cluster_secret_file, or not our peer)"
                 .into());
         }
-        let proof = self.secret.caller_proof(&hello, self.peer, &welcome.nonce);
+        let proof = self
+            .secret
+            .proof(Side::Caller, &hello, self.peer, &welcome.nonce);
         send_frame(s, &Proof { proof }).await?;
         let _: Accepted = read_handshake(s).await.map_err(closed)?;
         Ok(())
@@ -452,7 +457,7 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         ));
     }
     let nonce: [u8; 16] = rand::random();
-    let proof = me.secret.listener_proof(&hello, me.self_id, &nonce);
+    let proof = me.secret.proof(Side::Listener, &hello, me.self_id, &nonce);
     send_frame(s, &Welcome { nonce, proof })
         .await
         .map_err(|e| ("bad handshake", format!("handshake write failed: {}", e)))?;
@@ -467,7 +472,7 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     })?;
     if !me
         .secret
-        .verify_caller(&hello, me.self_id, &nonce, &answer.proof)
+        .verify(Side::Caller, &hello, me.self_id, &nonce, &answer.proof)
     {
         return Err((
             "unauthenticated",
