@@ -11,8 +11,7 @@ use serde::Deserialize;
 
 use crate::actors::consensus::RaftOptions;
 use crate::net::auth::ClusterSecret;
-use crate::raft::LogLimits;
-use crate::raft::NodeId;
+use crate::raft::{LogLimits, MemberAddrs, Membership, NodeId, PromotionPolicy};
 
 /// One node's configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -61,7 +60,20 @@ pub struct Config {
     /// Size at which a log segment (`data_dir/log/*.seg`) is closed and a new one started,
     /// in MiB (default 64). Compaction deletes whole segments.
     pub log_segment_mb: Option<u64>,
-    /// The other members.
+    /// Start as a new member of a running cluster (default false): this node never
+    /// stands for election until a configuration that makes it a voter reaches it; the
+    /// cluster adds it with `POST /cluster/members`. `peers` then only says where the
+    /// existing members are. Ignored once the node has recorded a configuration.
+    #[serde(default)]
+    pub join: bool,
+    /// A leader promotes a learner once its log is within this many entries of the
+    /// leader's (default 1000) ...
+    pub promote_max_lag: Option<u64>,
+    /// ... for this many consecutive replication rounds (default 10).
+    pub promote_rounds: Option<u32>,
+    /// The other members: on first start (without `join`), the cluster's initial
+    /// membership. Once the cluster has recorded its membership in the log, that record is
+    /// authoritative and this list only helps reach the members at start.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
 }
@@ -208,6 +220,15 @@ impl Config {
             log_tail_entries: self
                 .log_tail_entries
                 .unwrap_or(RaftOptions::default().log_tail_entries),
+            promotion: PromotionPolicy {
+                max_lag: self
+                    .promote_max_lag
+                    .unwrap_or(PromotionPolicy::default().max_lag),
+                rounds: self
+                    .promote_rounds
+                    .unwrap_or(PromotionPolicy::default().rounds)
+                    .max(1),
+            },
             log_limits: LogLimits {
                 log_tail_bytes: self
                     .log_tail_mb
@@ -230,6 +251,26 @@ impl Config {
         self.log_segment_mb
             .unwrap_or(64)
             .saturating_mul(1024 * 1024)
+    }
+
+    /// The membership the config file describes: this node and its peers, all voters.
+    pub fn file_membership(&self) -> Membership {
+        let me = (
+            self.id,
+            MemberAddrs {
+                raft_addr: self.raft_addr.clone(),
+                http_addr: self.http_addr.clone(),
+            },
+        );
+        Membership::with_voters(std::iter::once(me).chain(self.peers.iter().map(|p| {
+            (
+                p.id,
+                MemberAddrs {
+                    raft_addr: p.raft_addr.clone(),
+                    http_addr: p.http_addr.clone(),
+                },
+            )
+        })))
     }
 
     /// The HTTP address of node `id` (this node or a peer).

@@ -14,7 +14,7 @@ use crate::actors::state_machine::{
 };
 use crate::kv::KvStore;
 use crate::net::Transport;
-use crate::raft::{LogPoint, NodeId, RaftCore, RaftLog};
+use crate::raft::{LogPoint, Membership, NodeId, RaftCore, RaftLog};
 use crate::storage::{compact_log, InitialState, Storage};
 
 /// What a node is built from: the seams the simulator replaces.
@@ -36,6 +36,15 @@ pub struct NodeDeps {
     pub clock: LogClock,
     /// Receives every applied entry (simulator invariant checks); `None` in production.
     pub observer: Option<Recipient<AppliedEntries>>,
+}
+
+/// Where a node's first membership comes from when nothing is recorded yet.
+#[derive(Clone, Debug)]
+pub enum Bootstrap {
+    /// A new cluster: these members, all voters (the config files).
+    Members(Membership),
+    /// A new member of a running cluster: no configuration until the leader sends one.
+    Join,
 }
 
 /// Addresses of a running node's actors.
@@ -74,7 +83,7 @@ pub fn reconcile(initial: &mut InitialState, applied: LogPoint) -> Result<(), St
 /// Starts the actors of node `id` on the current actix System.
 pub fn start_node(
     id: NodeId,
-    peers: Vec<NodeId>,
+    bootstrap: Bootstrap,
     options: RaftOptions,
     deps: NodeDeps,
 ) -> Result<NodeHandle, String> {
@@ -82,7 +91,7 @@ pub fn start_node(
         transport,
         storage,
         mut initial,
-        store,
+        mut store,
         applied,
         threaded,
         seed,
@@ -91,9 +100,36 @@ pub fn start_node(
     } = deps;
     reconcile(&mut initial, applied)?;
     let log = RaftLog::new(initial.start.index, initial.start.term, initial.entries);
-    let core = RaftCore::new(id, peers, initial.hard_state, log, applied.index)
+    let recorded = store.membership().map_err(|e| e.to_string())?;
+    let core = RaftCore::new(id, Vec::new(), initial.hard_state, log, applied.index)
         .with_log_tail(options.log_tail_entries)
-        .with_limits(options.log_limits);
+        .with_limits(options.log_limits)
+        .with_promotion(options.promotion);
+    let core = match (recorded, &bootstrap) {
+        (Some((index, m)), _) => core.with_membership(index, m, false),
+        (None, Bootstrap::Members(m)) => core.with_membership(0, m.clone(), true),
+        (None, Bootstrap::Join) => core.with_membership(0, Membership::default(), false),
+    };
+    if core.membership_index() > 0 {
+        let ids = |m: &Membership| -> Vec<NodeId> { m.others(0) };
+        match &bootstrap {
+            Bootstrap::Members(file) if ids(file) != ids(core.membership()) => log::info!(
+                "[node {}] the config file lists {} but the cluster recorded {} at index {}: \
+                 following the recorded membership",
+                id,
+                file,
+                core.membership(),
+                core.membership_index()
+            ),
+            _ => {}
+        }
+    }
+    log::info!(
+        "[node {}] membership at start: {} (recorded at index {})",
+        id,
+        core.membership(),
+        core.membership_index()
+    );
     let log_store = LogStore::new(storage, options.sim_fsync_latency).start();
     let sync = SyncPolicy {
         every_entries: options.store_sync_entries,

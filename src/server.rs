@@ -1,15 +1,13 @@
 //! The production node: the data directory on disk, the TCP peer transport and the HTTP
 //! gateway around the actors that [`crate::node::start_node`] wires together.
 
-use std::collections::BTreeSet;
-
 use log::{info, warn};
 
 use crate::actors::consensus::LogClock;
 use crate::config::Config;
 use crate::kv::{KvStore, StoreDisk};
 use crate::net::tcp::{serve_inbound, Listener, TcpTransport};
-use crate::node::{start_node, NodeDeps};
+use crate::node::{start_node, Bootstrap, NodeDeps};
 use crate::raft::NodeId;
 use crate::storage::FileStorage;
 
@@ -51,12 +49,18 @@ pub async fn serve(config: Config) -> Result<(), String> {
         );
     }
     let transport = TcpTransport::start(config.id, config.cluster_id(), &peers, secret.clone());
+    let tcp = transport.clone();
+    let bootstrap = if config.join {
+        Bootstrap::Join
+    } else {
+        Bootstrap::Members(config.file_membership())
+    };
     let node = start_node(
         config.id,
-        peers.iter().map(|p| p.0).collect(),
+        bootstrap,
         config.raft_options(),
         NodeDeps {
-            transport,
+            transport: tcp,
             storage: Box::new(storage),
             initial,
             store,
@@ -67,13 +71,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
             observer: None,
         },
     )?;
-    let peer_ids: BTreeSet<NodeId> = peers.iter().map(|p| p.0).collect();
     actix::spawn(serve_inbound(
         listener,
         Listener {
             self_id: config.id,
             cluster_id: config.cluster_id().to_string(),
-            peers: peer_ids,
+            peers: transport.known_peers(),
             secret,
         },
         node.consensus.clone().recipient(),

@@ -13,7 +13,7 @@ use crate::kv::{
     MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 use crate::node::NodeHandle;
-use crate::raft::NodeId;
+use crate::raft::{MemberAddrs, MembershipChange, NodeId};
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -58,6 +58,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: GatewayState) {
         .route("/kv/{key:.*}", web::route().to(method_not_allowed))
         .route("/kv", web::to(empty_key))
         .route("/status", web::get().to(status))
+        .route("/cluster/members", web::get().to(members))
+        .route("/cluster/members", web::post().to(add_member))
+        .route("/cluster/members/{id}", web::delete().to(remove_member))
+        .route("/cluster/leader", web::post().to(transfer_leader))
         .default_service(web::to(not_found));
 }
 
@@ -206,11 +210,14 @@ pub async fn dispatch(
 /// The HTTP status a response maps to.
 pub fn status_code(response: &ClientResponse) -> u16 {
     match response {
-        ClientResponse::Written { .. } | ClientResponse::Value(Some(_)) => 200,
+        ClientResponse::Written { .. }
+        | ClientResponse::Value(Some(_))
+        | ClientResponse::Members(_)
+        | ClientResponse::LeaderIs { .. } => 200,
         ClientResponse::Value(None) => 404,
         ClientResponse::Unavailable { .. } | ClientResponse::Overloaded { .. } => 503,
         ClientResponse::Unknown { .. } => 504,
-        ClientResponse::SessionExpired { .. } => 409,
+        ClientResponse::SessionExpired { .. } | ClientResponse::Rejected { .. } => 409,
     }
 }
 
@@ -224,7 +231,11 @@ fn respond(response: ClientResponse) -> HttpResponse {
             ApplyResult::Superseded => {
                 HttpResponse::Ok().json(json!({ "index": index, "duplicate": true }))
             }
+            ApplyResult::Configured => HttpResponse::Ok().json(json!({ "index": index })),
         },
+        ClientResponse::Members(members) => HttpResponse::Ok().json(json!({ "members": members })),
+        ClientResponse::LeaderIs { leader } => HttpResponse::Ok().json(json!({ "leader": leader })),
+        ClientResponse::Rejected { reason } => error(StatusCode::CONFLICT, &reason, None),
         ClientResponse::Value(Some(v)) => HttpResponse::Ok()
             .content_type("application/octet-stream")
             .body(v),
@@ -373,6 +384,107 @@ async fn status(state: web::Data<GatewayState>) -> HttpResponse {
     }
 }
 
+async fn members(state: web::Data<GatewayState>) -> HttpResponse {
+    respond(call(&state, ClientRequest::Members).await)
+}
+
+/// `POST /cluster/members` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    id: NodeId,
+    raft_addr: String,
+    http_addr: String,
+}
+
+/// A JSON body, or a 400 that says what is wrong with it.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Rejected> {
+    serde_json::from_slice(body).map_err(|e| {
+        Rejected(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {}: {}", expected, e),
+        )
+    })
+}
+
+async fn add_member(state: web::Data<GatewayState>, body: web::Bytes) -> HttpResponse {
+    const SHAPE: &str =
+        r#"{"id": 4, "raft_addr": "127.0.0.1:9004", "http_addr": "127.0.0.1:8004"}"#;
+    let m: NewMember = match json_body(&body, SHAPE) {
+        Ok(m) => m,
+        Err(r) => return r.response(),
+    };
+    if m.id == 0 || m.raft_addr.trim().is_empty() || m.http_addr.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "id must be at least 1 and both addresses given, as in {}",
+                SHAPE
+            ),
+            None,
+        );
+    }
+    let change = MembershipChange::AddLearner {
+        id: m.id,
+        addrs: MemberAddrs {
+            raft_addr: m.raft_addr,
+            http_addr: m.http_addr,
+        },
+    };
+    match call(&state, ClientRequest::ChangeMembership(change)).await {
+        ClientResponse::Written { index, .. } => HttpResponse::Ok().json(json!({
+            "index": index,
+            "id": m.id,
+            "role": "learner",
+            "note": "the leader promotes it to voter once it has caught up",
+        })),
+        other => respond(other),
+    }
+}
+
+async fn remove_member(state: web::Data<GatewayState>, req: HttpRequest) -> HttpResponse {
+    let id = match req
+        .match_info()
+        .get("id")
+        .and_then(|s| s.parse::<NodeId>().ok())
+    {
+        Some(id) => id,
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the member id must be a number",
+                None,
+            )
+        }
+    };
+    let change = MembershipChange::Remove { id };
+    match call(&state, ClientRequest::ChangeMembership(change)).await {
+        ClientResponse::Written { index, .. } => {
+            HttpResponse::Ok().json(json!({ "index": index, "removed": id }))
+        }
+        other => respond(other),
+    }
+}
+
+/// `POST /cluster/leader` body (optional).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TransferTo {
+    target: Option<NodeId>,
+}
+
+async fn transfer_leader(state: web::Data<GatewayState>, body: web::Bytes) -> HttpResponse {
+    let to: TransferTo = if body.iter().all(u8::is_ascii_whitespace) {
+        TransferTo::default()
+    } else {
+        match json_body(&body, r#"{"target": 2} or an empty body"#) {
+            Ok(t) => t,
+            Err(r) => return r.response(),
+        }
+    };
+    respond(call(&state, ClientRequest::TransferLeader(to.target)).await)
+}
+
 async fn method_not_allowed() -> HttpResponse {
     HttpResponse::MethodNotAllowed()
         .insert_header(("Allow", "GET, PUT, DELETE"))
@@ -382,7 +494,8 @@ async fn method_not_allowed() -> HttpResponse {
 async fn not_found() -> HttpResponse {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: use /kv/{key} (PUT, GET, DELETE) or GET /status",
+        "no such endpoint: use /kv/{key} (PUT, GET, DELETE), GET /status, \
+         /cluster/members (GET, POST, DELETE /cluster/members/{id}) or POST /cluster/leader",
         None,
     )
 }

@@ -42,6 +42,8 @@ pub enum ApplyResult {
     /// The request's seq is older than the newest one applied for its client: it was applied
     /// (or superseded) earlier, and its original result is no longer kept.
     Superseded,
+    /// A membership change took effect.
+    Configured,
 }
 
 /// What applying a command came to.

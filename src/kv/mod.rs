@@ -12,7 +12,7 @@ mod store;
 pub use command::{ApplyOutcome, ApplyResult, ClientSession, Command, KvOp};
 pub use disk::{MemStoreDisk, StoreDisk, STAGING_FILE, STORE_FILE};
 pub use error::StoreError;
-pub use request::{ClientRequest, ClientResponse, ReadConsistency};
+pub use request::{ClientRequest, ClientResponse, MemberInfo, ReadConsistency};
 pub use sessions::{SessionRecord, FIRST_SEQ, MAX_SESSIONS, SESSION_TTL_MS};
 pub use store::{ApplyItem, Installer, KvStore, SnapshotReader};
 

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::command::{ApplyResult, ClientSession, KvOp};
-use crate::raft::{LogIndex, NodeId};
+use crate::raft::{LogIndex, MembershipChange, NodeId};
 
 /// How fresh a read must be.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,26 @@ pub enum ClientRequest {
         key: String,
         consistency: ReadConsistency,
     },
+    /// Change the cluster's membership by one server.
+    ChangeMembership(MembershipChange),
+    /// Hand leadership to this voter, or to the most up-to-date one.
+    TransferLeader(Option<NodeId>),
+    /// The members as the leader sees them.
+    Members,
+}
+
+/// One member as the leader sees it (`GET /cluster/members`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub raft_addr: String,
+    pub http_addr: String,
+    /// "voter" or "learner".
+    pub role: String,
+    pub leader: bool,
+    pub match_index: LogIndex,
+    /// Within the promotion lag of the leader's log.
+    pub caught_up: bool,
 }
 
 /// What became of a client request. The variants map one-to-one onto HTTP status classes.
@@ -50,4 +70,10 @@ pub enum ClientResponse {
         reason: String,
         leader: Option<NodeId>,
     },
+    /// Refused as it stands: retrying it unchanged will not help (409).
+    Rejected { reason: String },
+    /// The cluster's members (`Members`).
+    Members(Vec<MemberInfo>),
+    /// Leadership moved to `leader` (`TransferLeader`).
+    LeaderIs { leader: NodeId },
 }

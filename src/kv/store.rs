@@ -22,13 +22,16 @@ use super::disk::StoreDisk;
 use super::error::StoreError;
 use super::sessions::{self, SessionCheck, SessionRecord, MAX_SESSIONS};
 use crate::codec;
-use crate::raft::{LogIndex, LogPoint, Term};
+use crate::raft::{LogIndex, LogPoint, Membership, Term};
 
 const DATA: TableDefinition<&str, &[u8]> = TableDefinition::new("data");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// (last index, client id): the order in which sessions expire.
 const SESSION_ORDER: TableDefinition<(u64, &str), ()> = TableDefinition::new("session_order");
+/// The cluster configuration applied last, under [`CURRENT`]: (its index, the membership).
+const MEMBERSHIP: TableDefinition<&str, &[u8]> = TableDefinition::new("membership");
+const CURRENT: &str = "current";
 
 const APPLIED_INDEX: &str = "applied_index";
 const APPLIED_TERM: &str = "applied_term";
@@ -44,6 +47,8 @@ pub struct ApplyItem<'a> {
     pub index: LogIndex,
     pub term: Term,
     pub command: Option<&'a Command>,
+    /// A configuration entry: recorded with the applied point, for snapshots and restarts.
+    pub membership: Option<&'a Membership>,
 }
 
 /// One item of a snapshot stream.
@@ -53,6 +58,8 @@ enum SnapshotItem {
     Session(String, SessionRecord),
     /// The log time sessions expire by.
     LogTime(u64),
+    /// The cluster configuration the snapshot holds, and the index it was recorded at.
+    Membership(LogIndex, Membership),
 }
 
 /// The key-value map, the session table and the applied point, on disk.
@@ -128,6 +135,8 @@ impl KvStore {
                 }
             }
             open_data_tables(&txn).map_err(|e| self.err("tables", e))?;
+            txn.open_table(MEMBERSHIP)
+                .map_err(|e| self.err("membership", e))?;
         }
         self.commit(txn, true)
     }
@@ -142,6 +151,13 @@ impl KvStore {
         txn.set_durability(level)
             .map_err(|e| self.err("durability", e))?;
         txn.commit().map_err(|e| self.err("commit", e))
+    }
+
+    /// The cluster configuration applied last, with the index it was recorded at (`None`
+    /// before the first one is applied).
+    pub fn membership(&mut self) -> Result<Option<(LogIndex, Membership)>, StoreError> {
+        let txn = self.read_view()?;
+        read_membership(&txn).map_err(|e| self.err("membership", e))
     }
 
     /// The point the store has applied up to.
@@ -183,6 +199,16 @@ impl KvStore {
                 now_ms: start_time,
             };
             for item in items {
+                if let Some(m) = item.membership {
+                    let raw =
+                        codec::encode(&(item.index, m)).map_err(|e| self.err("membership", e))?;
+                    let mut table = txn
+                        .open_table(MEMBERSHIP)
+                        .map_err(|e| self.err("membership", e))?;
+                    table
+                        .insert(CURRENT, raw.as_slice())
+                        .map_err(|e| self.err("membership", e))?;
+                }
                 let Some(cmd) = item.command else {
                     out.push(None);
                     continue;
@@ -306,6 +332,20 @@ impl KvStore {
         };
         installer.init()?;
         Ok(installer)
+    }
+}
+
+fn read_membership(txn: &ReadTransaction) -> Result<Option<(LogIndex, Membership)>, String> {
+    let table = match txn.open_table(MEMBERSHIP) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    match table.get(CURRENT).map_err(|e| e.to_string())? {
+        Some(raw) => codec::decode(raw.value())
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
     }
 }
 
@@ -475,6 +515,9 @@ impl SnapshotReader {
             .map_err(|e| err("meta", &e))?
             .map_or(0, |v| v.value());
         items.push(SnapshotItem::LogTime(log_time));
+        if let Some((index, m)) = read_membership(&self.txn).map_err(|e| err("membership", &e))? {
+            items.push(SnapshotItem::Membership(index, m));
+        }
         let data = self.txn.open_table(DATA).map_err(|e| err("data", &e))?;
         for item in data.iter().map_err(|e| err("scan", &e))? {
             let (k, v) = item.map_err(|e| err("scan", &e))?;
@@ -553,6 +596,8 @@ impl Installer {
             meta.insert(FORMAT, FORMAT_VERSION)
                 .map_err(|e| self.err("meta", e))?;
             open_data_tables(&txn).map_err(|e| self.err("tables", e))?;
+            txn.open_table(MEMBERSHIP)
+                .map_err(|e| self.err("membership", e))?;
         }
         let mut txn = txn;
         txn.set_durability(Durability::None)
@@ -578,6 +623,16 @@ impl Installer {
                         let mut meta = txn.open_table(META).map_err(|e| self.err("meta", e))?;
                         meta.insert(LOG_TIME, *ms)
                             .map_err(|e| self.err("meta", e))?;
+                    }
+                    SnapshotItem::Membership(index, m) => {
+                        let raw =
+                            codec::encode(&(*index, m)).map_err(|e| self.err("membership", e))?;
+                        let mut table = txn
+                            .open_table(MEMBERSHIP)
+                            .map_err(|e| self.err("membership", e))?;
+                        table
+                            .insert(CURRENT, raw.as_slice())
+                            .map_err(|e| self.err("membership", e))?;
                     }
                     SnapshotItem::Session(id, rec) => {
                         let raw = codec::encode(rec).map_err(|e| self.err("session", e))?;

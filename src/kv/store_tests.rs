@@ -26,6 +26,7 @@ fn item(index: LogIndex, cmd: &Command) -> ApplyItem<'_> {
         index,
         term: 1,
         command: Some(cmd),
+        membership: None,
     }
 }
 

@@ -16,6 +16,10 @@ use crate::raft::{Message, NodeId};
 /// reordering, so a full queue or a broken connection drops the message.
 pub trait Transport: Send + Sync + 'static {
     fn send(&self, to: NodeId, msg: Message);
+
+    /// The members changed: reach exactly these peers (id, raft address) from now on. A
+    /// network that routes by id alone (the simulator's) ignores it.
+    fn set_peers(&self, _peers: &[(NodeId, String)]) {}
 }
 
 /// A message that arrived from peer `from`.

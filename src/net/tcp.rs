@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use log::{debug, info, warn};
@@ -42,15 +42,33 @@ const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A failure that repeats is logged at most this often.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Outbound side: a queue per peer drained by that peer's connection task.
+/// Outbound side: a queue per peer drained by that peer's connection task. The set of
+/// peers follows the cluster's membership (`set_peers`).
 pub struct TcpTransport {
-    queues: BTreeMap<NodeId, PeerQueue>,
+    self_id: NodeId,
+    cluster_id: String,
+    secret: ClusterSecret,
+    queues: RwLock<BTreeMap<NodeId, PeerQueue>>,
+    /// The peers whose connections the listener accepts (shared with it).
+    known: KnownPeers,
 }
+
+/// Node ids allowed to connect; changes with the membership.
+pub type KnownPeers = Arc<RwLock<BTreeSet<NodeId>>>;
 
 /// One peer's queue, with the bytes it holds.
 struct PeerQueue {
+    addr: String,
     tx: mpsc::Sender<Message>,
     bytes: Arc<AtomicUsize>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl TcpTransport {
@@ -61,35 +79,64 @@ impl TcpTransport {
         peers: &[(NodeId, String)],
         secret: ClusterSecret,
     ) -> Arc<Self> {
-        let mut queues = BTreeMap::new();
-        for (peer, addr) in peers {
-            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-            let bytes = Arc::new(AtomicUsize::new(0));
-            queues.insert(
-                *peer,
-                PeerQueue {
-                    tx,
-                    bytes: bytes.clone(),
-                },
-            );
-            tokio::spawn(outbound(
-                Caller {
-                    self_id,
-                    peer: *peer,
-                    addr: addr.clone(),
-                    cluster_id: cluster_id.to_string(),
-                    secret: secret.clone(),
-                },
-                Queued { rx, bytes },
-            ));
+        let t = TcpTransport {
+            self_id,
+            cluster_id: cluster_id.to_string(),
+            secret,
+            queues: RwLock::new(BTreeMap::new()),
+            known: Arc::default(),
+        };
+        t.set_peers(peers);
+        Arc::new(t)
+    }
+
+    /// The ids the listener should accept, kept current as members change.
+    pub fn known_peers(&self) -> KnownPeers {
+        self.known.clone()
+    }
+
+    fn connect_to(&self, peer: NodeId, addr: &str) -> PeerQueue {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(outbound(
+            Caller {
+                self_id: self.self_id,
+                peer,
+                addr: addr.to_string(),
+                cluster_id: self.cluster_id.clone(),
+                secret: self.secret.clone(),
+            },
+            Queued {
+                rx,
+                bytes: bytes.clone(),
+            },
+        ));
+        PeerQueue {
+            addr: addr.to_string(),
+            tx,
+            bytes,
         }
-        Arc::new(TcpTransport { queues })
     }
 }
 
 impl Transport for TcpTransport {
+    /// Connection tasks start for new peers (or a peer's new address) and end for peers
+    /// no longer listed (dropping the queue closes it).
+    fn set_peers(&self, peers: &[(NodeId, String)]) {
+        let mut queues = write(&self.queues);
+        queues.retain(|id, q| peers.iter().any(|(p, a)| p == id && *a == q.addr));
+        for (peer, addr) in peers {
+            if *peer != self.self_id && !queues.contains_key(peer) {
+                let q = self.connect_to(*peer, addr);
+                queues.insert(*peer, q);
+            }
+        }
+        *write(&self.known) = queues.keys().copied().collect();
+    }
+
     fn send(&self, to: NodeId, msg: Message) {
-        let Some(q) = self.queues.get(&to) else {
+        let queues = read(&self.queues);
+        let Some(q) = queues.get(&to) else {
             return;
         };
         let size = msg.approx_size();
@@ -318,7 +365,7 @@ async fn outbound(caller: Caller, mut rx: Queued) {
 pub struct Listener {
     pub self_id: NodeId,
     pub cluster_id: String,
-    pub peers: BTreeSet<NodeId>,
+    pub peers: KnownPeers,
     pub secret: ClusterSecret,
 }
 
@@ -441,7 +488,7 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     if let Some(problem) = hello.problem(&me.cluster_id) {
         return Err(("wrong cluster", problem));
     }
-    if !me.peers.contains(&hello.node_id) {
+    if !read(&me.peers).contains(&hello.node_id) {
         return Err((
             "unknown node",
             format!("node {} is not a configured peer", hello.node_id),

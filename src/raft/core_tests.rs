@@ -532,7 +532,7 @@ fn install_and_store(
         _ => None,
     });
     if let Some((point, len)) = chunk {
-        e.extend(n.on_snapshot_chunk(1, point, len, true, (0, 7)));
+        e.extend(n.on_snapshot_chunk(1, point, (len, true), None, (0, 7)));
     }
     e
 }
@@ -637,7 +637,7 @@ fn chunks_go_to_the_state_machine_and_partial_progress_is_answered_at_once() {
     assert!(e
         .iter()
         .any(|x| matches!(x, Effect::InstallChunk { done: false, .. })));
-    let e = n.on_snapshot_chunk(1, LogPoint { index: 20, term: 1 }, 3, false, (0, 7));
+    let e = n.on_snapshot_chunk(1, LogPoint { index: 20, term: 1 }, (3, false), None, (0, 7));
     assert!(sent(&e).iter().any(|(_, m)| matches!(
         m,
         Message::InstallSnapshotResponse {

@@ -85,6 +85,11 @@ impl RaftLog {
         out
     }
 
+    /// Every entry in the log, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
     /// Entries in `from ..= to`.
     pub fn range(&self, from: LogIndex, to: LogIndex) -> Vec<Entry> {
         if to < from {

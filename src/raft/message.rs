@@ -101,6 +101,12 @@ pub enum Message {
         req_id: u64,
         response: Vec<u8>,
     },
+    /// Leadership transfer (thesis §3.10): the leader of `term` has brought the receiver's
+    /// log up to date and asks it to start an election now, without waiting for its
+    /// timeout or a pre-vote.
+    TimeoutNow {
+        term: Term,
+    },
 }
 
 /// Terms, indexes and offsets from a peer above this are refused: no real cluster gets
@@ -209,6 +215,7 @@ impl Message {
                 sane("last_included_index", *last_included_index)?;
                 sane("next_offset", *next_offset)
             }
+            Message::TimeoutNow { term } => sane("term", *term),
             Message::Forward { .. } | Message::ForwardReply { .. } => Ok(()),
         }
     }
@@ -221,7 +228,8 @@ impl Message {
             | Message::AppendEntries { term, .. }
             | Message::AppendEntriesResponse { term, .. }
             | Message::InstallSnapshot { term, .. }
-            | Message::InstallSnapshotResponse { term, .. } => Some(*term),
+            | Message::InstallSnapshotResponse { term, .. }
+            | Message::TimeoutNow { term } => Some(*term),
             // Pre-Vote terms are hypothetical: they never make anyone adopt them.
             Message::PreVote { .. }
             | Message::PreVoteResponse { .. }
@@ -256,6 +264,7 @@ impl Message {
             Message::InstallSnapshotResponse { .. } => "InstallSnapshotResponse",
             Message::Forward { .. } => "Forward",
             Message::ForwardReply { .. } => "ForwardReply",
+            Message::TimeoutNow { .. } => "TimeoutNow",
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod core;
 mod log;
+mod membership;
 mod message;
 mod progress;
 mod quorum;
@@ -16,9 +17,11 @@ mod types;
 mod core_tests;
 
 pub use self::core::{
-    Effect, LogLimits, LogSlice, PersistBatch, ProposeError, RaftCore, ReadId, Role, Status,
+    ChangeError, Effect, LogLimits, LogSlice, MemberProgress, PersistBatch, PromotionPolicy,
+    ProposeError, RaftCore, ReadId, Role, Status,
 };
 pub use self::log::RaftLog;
+pub use self::membership::{MemberAddrs, Membership, MembershipChange};
 pub use self::message::{Message, RejectHint};
 pub use self::progress::{Progress, ProgressState};
 pub use self::quorum::{quorum_size, quorum_value};

@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use super::membership::Membership;
+
 /// A server's identity in the cluster (the `id` in its config file).
 pub type NodeId = u64;
 /// A Raft term.
@@ -15,6 +17,8 @@ pub enum Payload {
     /// and serve linearizable reads (§6.4 of the thesis).
     Noop,
     Command(Vec<u8>),
+    /// A new cluster configuration (thesis §4.1), in force from the moment it is appended.
+    Config(Membership),
 }
 
 /// One entry of the replicated log.
@@ -31,6 +35,7 @@ impl Entry {
         32 + match &self.payload {
             Payload::Noop => 0,
             Payload::Command(c) => c.len(),
+            Payload::Config(m) => 64 * (m.voters.len() + m.learners.len()),
         }
     }
 }

@@ -23,8 +23,8 @@ use raftkv::actors::state_machine::{AppliedEntries, Dump};
 use raftkv::http::dispatch;
 use raftkv::kv::{ClientRequest, ClientResponse, KvOp, KvStore, ReadConsistency, StoreDisk};
 use raftkv::net::{Inbound, Transport};
-use raftkv::node::{start_node, NodeDeps, NodeHandle};
-use raftkv::raft::{Entry, LogIndex, Message, NodeId, Term};
+use raftkv::node::{start_node, Bootstrap, NodeDeps, NodeHandle};
+use raftkv::raft::{Entry, LogIndex, MemberAddrs, Membership, Message, NodeId, Term};
 use raftkv::storage::MemDisk;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -88,6 +88,16 @@ struct Slot {
     disk: MemDisk,
     incarnation: u64,
     handle: Option<NodeHandle>,
+    /// Added to a running cluster: starts with no configuration (join mode).
+    joining: bool,
+}
+
+/// The addresses a simulated member advertises (the simulated network routes by id).
+pub fn sim_addrs(id: NodeId) -> MemberAddrs {
+    MemberAddrs {
+        raft_addr: format!("sim-node-{}:9000", id),
+        http_addr: format!("sim-node-{}:8000", id),
+    }
 }
 
 /// Everything the simulated cluster shares. Only ever touched from the System's one thread;
@@ -443,6 +453,7 @@ impl Sim {
                             disk: MemDisk::new(),
                             incarnation: 0,
                             handle: None,
+                            joining: false,
                         },
                     )
                 })
@@ -491,9 +502,16 @@ impl Sim {
             from: id,
             incarnation: slot.incarnation,
         });
+        let bootstrap = if slot.joining {
+            Bootstrap::Join
+        } else {
+            Bootstrap::Members(Membership::with_voters(
+                self.ids.iter().map(|n| (*n, sim_addrs(*n))),
+            ))
+        };
         let handle = start_node(
             id,
-            self.ids.clone(),
+            bootstrap,
             options,
             NodeDeps {
                 transport,
@@ -553,6 +571,17 @@ impl Sim {
         // in-memory term restarts from the durable one.
         w.applied_last.remove(&id);
         w.max_term.remove(&id);
+    }
+
+    /// Starts a new, empty node `id` in join mode: it waits for the cluster to add it.
+    pub fn add_node(&self, id: NodeId) {
+        lock(&self.world).slots.entry(id).or_insert_with(|| Slot {
+            disk: MemDisk::new(),
+            incarnation: 0,
+            handle: None,
+            joining: true,
+        });
+        self.boot(id);
     }
 
     pub fn restart(&self, id: NodeId) {

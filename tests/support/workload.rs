@@ -26,8 +26,11 @@ fn outcome(r: &ClientResponse) -> Outcome {
         ClientResponse::Value(v) => Outcome::Read(v.clone()),
         ClientResponse::Unavailable { .. }
         | ClientResponse::SessionExpired { .. }
-        | ClientResponse::Overloaded { .. } => Outcome::Failed,
+        | ClientResponse::Overloaded { .. }
+        | ClientResponse::Rejected { .. } => Outcome::Failed,
         ClientResponse::Unknown { .. } => Outcome::Unknown,
+        // Not answers to key-value requests.
+        ClientResponse::Members(_) | ClientResponse::LeaderIs { .. } => Outcome::Unknown,
     }
 }
 

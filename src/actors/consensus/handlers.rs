@@ -188,8 +188,8 @@ impl Handler<ChunkStored> for Consensus {
         let effects = self.core.on_snapshot_chunk(
             msg.from,
             msg.snapshot,
-            msg.next_offset,
-            msg.installed,
+            (msg.next_offset, msg.installed),
+            msg.membership,
             (msg.read_seq, msg.stream),
         );
         self.run(effects, ctx);

@@ -26,10 +26,11 @@ use super::state_machine::{
     StateMachineRef, StopStateMachine, StoreDurable, Waiter,
 };
 use crate::codec;
-use crate::kv::{ClientRequest, ClientResponse, Command, ReadConsistency};
+use crate::kv::{ClientRequest, ClientResponse, Command, MemberInfo, ReadConsistency};
 use crate::net::{Inbound, Transport};
 use crate::raft::{
-    Effect, LogIndex, Message, NodeId, Payload, ProposeError, RaftCore, ReadId, Role, Term,
+    ChangeError, Effect, LogIndex, Membership, Message, NodeId, Payload, ProposeError, RaftCore,
+    ReadId, Role, Term,
 };
 
 /// How many forwarded request ids the leader remembers for duplicate detection.
@@ -108,6 +109,8 @@ pub struct Consensus {
     clock: LogClock,
     store_durable: LogIndex,
     transfers: BTreeMap<NodeId, SnapshotTransfer>,
+    /// Callers waiting for a leadership transfer to `target` to complete.
+    leader_transfers: Vec<(NodeId, oneshot::Sender<ClientResponse>)>,
     stopped: bool,
 }
 
@@ -159,8 +162,31 @@ impl Consensus {
             clock,
             store_durable: core_snapshot_index,
             transfers: BTreeMap::new(),
+            leader_transfers: Vec::new(),
             stopped: false,
         }
+        .reaching_members()
+    }
+
+    /// Points the transport at the members of the configuration in force (a joining node
+    /// that knows none yet keeps the peers of its config file).
+    fn reaching_members(self) -> Self {
+        let m = self.core.membership().clone();
+        self.set_transport_peers(&m);
+        self
+    }
+
+    fn set_transport_peers(&self, m: &Membership) {
+        if m.voters.is_empty() {
+            return;
+        }
+        let peers: Vec<(NodeId, String)> = m
+            .others(self.id())
+            .into_iter()
+            .filter_map(|id| m.addrs(id).map(|a| (id, a.raft_addr.clone())))
+            .filter(|(_, addr)| !addr.is_empty())
+            .collect();
+        self.transport.set_peers(&peers);
     }
 
     fn id(&self) -> NodeId {
@@ -174,6 +200,81 @@ impl Consensus {
         if leader != self.known_leader {
             self.known_leader = leader;
             self.abandon_forwards(leader);
+            if let Some(new) = leader.filter(|l| *l != self.id()) {
+                for (target, tx) in std::mem::take(&mut self.leader_transfers) {
+                    let _ = tx.send(if new == target {
+                        ClientResponse::LeaderIs { leader: new }
+                    } else {
+                        ClientResponse::Unknown {
+                            reason: format!(
+                                "node {} became leader instead of node {}",
+                                new, target
+                            ),
+                            leader: Some(new),
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn start_replicator(
+        &mut self,
+        peer: NodeId,
+        term: Term,
+        next_index: LogIndex,
+        ctx: &mut Context<Self>,
+    ) {
+        let limits = ReplicationLimits {
+            snapshot_window: self.options.snapshot_window,
+            heartbeat: self.options.heartbeat_interval,
+            max_entries: self.options.max_entries_per_append,
+            max_bytes: self.options.max_bytes_per_append,
+            max_inflight: self.options.max_inflight,
+        };
+        let r = Replicator::new(
+            self.id(),
+            peer,
+            term,
+            next_index,
+            CoreLink {
+                log: ctx.address().recipient(),
+                progress: ctx.address().recipient(),
+                snapshots: self.state_machine.clone().recipient(),
+            },
+            self.transport.clone(),
+            limits,
+        )
+        .start();
+        self.replicators.insert(peer, r);
+    }
+
+    /// The configuration in force changed: reach its members, and while leading replicate
+    /// to exactly them.
+    fn membership_changed(&mut self, m: Membership, ctx: &mut Context<Self>) {
+        self.set_transport_peers(&m);
+        if self.core.role() != Role::Leader {
+            return;
+        }
+        let members = m.others(self.id());
+        let gone: Vec<NodeId> = self
+            .replicators
+            .keys()
+            .copied()
+            .filter(|p| !members.contains(p))
+            .collect();
+        for peer in gone {
+            if let Some(r) = self.replicators.remove(&peer) {
+                r.do_send(StopReplicator);
+            }
+            self.transfers.remove(&peer);
+        }
+        let term = self.core.current_term();
+        let next_index = self.core.log().last_index() + 1;
+        for peer in members {
+            if !self.replicators.contains_key(&peer) {
+                self.start_replicator(peer, term, next_index, ctx);
+            }
         }
     }
 
@@ -226,30 +327,24 @@ impl Consensus {
                 Effect::BecameLeader { term, next_index } => {
                     self.stop_replicators();
                     self.transfers.clear();
-                    let limits = ReplicationLimits {
-                        snapshot_window: self.options.snapshot_window,
-                        heartbeat: self.options.heartbeat_interval,
-                        max_entries: self.options.max_entries_per_append,
-                        max_bytes: self.options.max_bytes_per_append,
-                        max_inflight: self.options.max_inflight,
-                    };
-                    for &peer in self.core.peers() {
-                        let r = Replicator::new(
-                            self.id(),
-                            peer,
-                            term,
-                            next_index,
-                            CoreLink {
-                                log: ctx.address().recipient(),
-                                progress: ctx.address().recipient(),
-                                snapshots: self.state_machine.clone().recipient(),
-                            },
-                            self.transport.clone(),
-                            limits,
-                        )
-                        .start();
-                        self.replicators.insert(peer, r);
+                    for peer in self.core.peers() {
+                        self.start_replicator(peer, term, next_index, ctx);
                     }
+                }
+                Effect::MembershipChanged(m) => self.membership_changed(m, ctx),
+                Effect::TransferAborted { target } => {
+                    for (t, tx) in std::mem::take(&mut self.leader_transfers) {
+                        let _ = tx.send(ClientResponse::Unavailable {
+                            reason: format!(
+                                "leadership transfer to node {} did not complete within an \
+                                 election timeout; node {} still leads",
+                                t,
+                                self.id()
+                            ),
+                            leader: Some(self.id()),
+                        });
+                    }
+                    debug!("transfer to {} aborted", target);
                 }
                 Effect::SteppedDown => {
                     self.stop_replicators();
@@ -422,6 +517,15 @@ impl Consensus {
                     Err(ProposeError::NotLeader) => {
                         let _ = tx.send(self.unavailable());
                     }
+                    Err(ProposeError::Transferring { target }) => {
+                        let _ = tx.send(ClientResponse::Overloaded {
+                            reason: format!(
+                                "leadership is being handed to node {}; not applied, retry \
+                                 shortly",
+                                target
+                            ),
+                        });
+                    }
                     Err(ProposeError::Overloaded { entries, bytes }) => {
                         let _ = tx.send(ClientResponse::Overloaded {
                             reason: format!(
@@ -444,6 +548,46 @@ impl Consensus {
                         self.reads.len() + self.forwards.len()
                     ),
                 });
+            }
+            ClientRequest::ChangeMembership(change) if self.core.role() == Role::Leader => {
+                let (result, effects) = self.core.propose_change(&change);
+                match result {
+                    Ok((index, term)) => {
+                        self.waiters.insert(index, (term, tx));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(self.change_refused(e));
+                    }
+                }
+                self.run(effects, ctx);
+            }
+            ClientRequest::TransferLeader(target) if self.core.role() == Role::Leader => {
+                let (result, effects) = self.core.transfer_leadership(target);
+                match result {
+                    Ok(target) => self.leader_transfers.push((target, tx)),
+                    Err(e) => {
+                        let _ = tx.send(self.change_refused(e));
+                    }
+                }
+                self.run(effects, ctx);
+            }
+            ClientRequest::Members if self.core.role() == Role::Leader => {
+                let me = self.id();
+                let members = self
+                    .core
+                    .member_progress()
+                    .into_iter()
+                    .map(|p| MemberInfo {
+                        id: p.id,
+                        raft_addr: p.addrs.raft_addr,
+                        http_addr: p.addrs.http_addr,
+                        role: if p.voter { "voter" } else { "learner" }.into(),
+                        leader: p.id == me,
+                        match_index: p.match_index,
+                        caught_up: p.caught_up,
+                    })
+                    .collect();
+                let _ = tx.send(ClientResponse::Members(members));
             }
             ClientRequest::Read { key, .. } if self.core.role() == Role::Leader => {
                 let id = self.next_read_id;
@@ -483,6 +627,16 @@ impl Consensus {
             },
         }
         rx
+    }
+
+    fn change_refused(&self, e: ChangeError) -> ClientResponse {
+        match e {
+            ChangeError::NotLeader => self.unavailable(),
+            ChangeError::Busy(reason) => ClientResponse::Overloaded {
+                reason: format!("{}; nothing changed, retry shortly", reason),
+            },
+            ChangeError::Invalid(reason) => ClientResponse::Rejected { reason },
+        }
     }
 
     fn unavailable(&self) -> ClientResponse {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::raft::LogLimits;
+use crate::raft::{LogLimits, PromotionPolicy};
 
 /// Timing and batching knobs of the protocol.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +34,8 @@ pub struct RaftOptions {
     /// Linearizable reads waiting for confirmation, and requests forwarded to the leader,
     /// at most (each): past it, requests are refused as overloaded.
     pub max_pending_requests: usize,
+    /// When a leader promotes a learner to voter.
+    pub promotion: PromotionPolicy,
 }
 
 impl Default for RaftOptions {
@@ -54,6 +56,7 @@ impl Default for RaftOptions {
             snapshot_window: 8,
             log_limits: LogLimits::default(),
             max_pending_requests: 10_000,
+            promotion: PromotionPolicy::default(),
         }
     }
 }

@@ -24,8 +24,8 @@ pub use snapshots::{
 
 use crate::codec;
 use crate::kv::{
-    ApplyItem, ApplyOutcome, ClientResponse, Command, Installer, KvStore, FIRST_SEQ, MAX_SESSIONS,
-    SESSION_TTL_MS,
+    ApplyItem, ApplyOutcome, ApplyResult, ClientResponse, Command, Installer, KvStore, FIRST_SEQ,
+    MAX_SESSIONS, SESSION_TTL_MS,
 };
 use crate::raft::{Entry, LogIndex, LogPoint, NodeId, Payload, Term};
 
@@ -427,7 +427,7 @@ impl StateMachine {
         let commands: Vec<Option<Command>> = fresh
             .iter()
             .map(|e| match &e.payload {
-                Payload::Noop => None,
+                Payload::Noop | Payload::Config(_) => None,
                 Payload::Command(bytes) => match codec::decode::<Command>(bytes) {
                     Ok(c) => Some(c),
                     Err(err) => {
@@ -448,6 +448,10 @@ impl StateMachine {
                 index: e.index,
                 term: e.term,
                 command: c.as_ref(),
+                membership: match &e.payload {
+                    Payload::Config(m) => Some(m),
+                    _ => None,
+                },
             })
             .collect();
         self.entries_since_sync += fresh.len() as u64;
@@ -478,6 +482,12 @@ impl StateMachine {
             if let Some((term, tx)) = self.waiters.remove(&entry.index) {
                 let response = match result {
                     Some(outcome) if term == entry.term => outcome_response(outcome),
+                    None if term == entry.term && matches!(entry.payload, Payload::Config(_)) => {
+                        ClientResponse::Written {
+                            index: entry.index,
+                            result: ApplyResult::Configured,
+                        }
+                    }
                     // Another leader's entry took this index: ours was never committed and,
                     // living only at this index, never will be.
                     _ => ClientResponse::Unavailable {

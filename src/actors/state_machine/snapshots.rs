@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{AppliedEntries, StateMachine};
 use crate::kv::{ClientResponse, Installer};
-use crate::raft::{LogPoint, NodeId};
+use crate::raft::{LogIndex, LogPoint, Membership, NodeId};
 
 /// One chunk of a leader's snapshot stream for this (follower) node's store.
 #[derive(Message)]
@@ -33,6 +33,8 @@ pub struct ChunkStored {
     pub next_offset: u64,
     /// The new store is in place, durably.
     pub installed: bool,
+    /// The configuration the installed store holds, and the index it was recorded at.
+    pub membership: Option<(LogIndex, Membership)>,
     pub read_seq: u64,
     pub stream: u64,
 }
@@ -106,13 +108,29 @@ pub struct SnapshotLimits {
 }
 
 impl StateMachine {
-    fn reply_chunk(&self, msg: &InstallChunk, next_offset: u64, installed: bool) {
+    fn reply_chunk(&mut self, msg: &InstallChunk, next_offset: u64, installed: bool) {
+        // The configuration the installed store holds goes to the core with it.
+        let membership = if installed {
+            match self.store.membership() {
+                Ok(m) => m,
+                Err(e) => {
+                    error!(
+                        "[node {}] reading the installed membership: {}",
+                        self.node_id, e
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         if let Some(l) = &self.links {
             l.chunks.do_send(ChunkStored {
                 from: msg.from,
                 snapshot: msg.snapshot,
                 next_offset,
                 installed,
+                membership,
                 read_seq: msg.read_seq,
                 stream: msg.stream,
             });

@@ -7,7 +7,11 @@ impl RaftCore {
     /// The election timeout fired: first ask whether a majority would vote for us (Pre-Vote,
     /// thesis §9.6), without touching our term. A lone node needs nobody's opinion.
     pub(super) fn start_pre_vote(&mut self) {
-        if self.peers.is_empty() {
+        if !self.is_voter_or_explain() {
+            return;
+        }
+        let voters = self.membership().other_voters(self.id);
+        if voters.is_empty() {
             self.start_election();
             return;
         }
@@ -18,12 +22,12 @@ impl RaftCore {
             "[node {} term {}] election timeout: asks {} peers for pre-votes for term {} (last log {}/{})",
             self.id,
             self.current_term,
-            self.peers.len(),
+            voters.len(),
             self.current_term + 1,
             self.log.last_index(),
             self.log.last_term()
         );
-        for peer in self.peers.clone() {
+        for peer in voters {
             self.send(
                 peer,
                 Message::PreVote {
@@ -95,13 +99,17 @@ impl RaftCore {
             return;
         }
         prevotes.insert(from);
-        if prevotes.len() >= quorum_size(self.peers.len() + 1) {
+        let granted = match &self.prevotes {
+            Some(p) => self.membership().count_voters(p.iter()),
+            None => 0,
+        };
+        if granted >= self.quorum() {
             info!(
                 "[node {} term {}] won the pre-vote ({} of {}): starts the election",
                 self.id,
                 self.current_term,
-                prevotes.len(),
-                self.peers.len() + 1
+                granted,
+                self.membership().voters.len()
             );
             self.start_election();
         }
@@ -121,19 +129,20 @@ impl RaftCore {
         self.votes.insert(self.id);
         self.persist_hard_state();
         self.effects.push(Effect::ResetElectionTimer);
+        let voters = self.membership().other_voters(self.id);
         info!(
             "[node {} term {}] becomes candidate (last log {}/{}), asks {} peers for votes",
             self.id,
             self.current_term,
             self.log.last_index(),
             self.log.last_term(),
-            self.peers.len()
+            voters.len()
         );
-        if self.votes.len() >= self.quorum() {
+        if self.membership().count_voters(self.votes.iter()) >= self.quorum() {
             self.become_leader();
             return;
         }
-        for peer in self.peers.clone() {
+        for peer in voters {
             self.send(
                 peer,
                 Message::RequestVote {
@@ -227,16 +236,17 @@ impl RaftCore {
             return;
         }
         self.votes.insert(from);
+        let votes = self.membership().count_voters(self.votes.iter());
         info!(
             "[node {} term {}] vote from node {}: {}/{} needed",
             self.id,
             self.current_term,
             from,
-            self.votes.len(),
+            votes,
             self.quorum()
         );
-        // Candidates rule 2: votes from a majority make this node leader.
-        if self.votes.len() >= self.quorum() {
+        // Candidates rule 2: votes from a majority (of the voters) make this node leader.
+        if votes >= self.quorum() {
             self.become_leader();
         }
     }
@@ -257,6 +267,7 @@ impl RaftCore {
         // A new leader commits a no-op of its own term, which commits every earlier entry
         // (§5.4.2: earlier-term entries are never committed by counting replicas).
         self.noop_index = self.append_own(Payload::Noop);
+        self.record_bootstrap_membership();
         info!(
             "[node {} term {}] becomes leader (no-op at index {}, log {}..={})",
             self.id,
@@ -270,7 +281,7 @@ impl RaftCore {
             next_index,
         });
         self.effects.push(Effect::ResetElectionTimer);
-        if self.peers.is_empty() {
+        if self.membership().voters.len() <= 1 {
             self.maybe_commit();
         }
     }
@@ -278,14 +289,16 @@ impl RaftCore {
     /// A leader that has not heard from a majority within an election timeout steps down,
     /// so a partitioned leader stops accepting writes it can never commit.
     pub(super) fn check_quorum(&mut self) {
-        let active = self.recent_active.len() + 1;
+        self.transfer_timed_out();
+        let m = self.membership();
+        let active = m.count_voters(self.recent_active.iter()) + usize::from(m.is_voter(self.id));
         if active < self.quorum() {
             info!(
-                "[node {} term {}] steps down: heard from {} of {} nodes within an election timeout",
+                "[node {} term {}] steps down: heard from {} of {} voters within an election timeout",
                 self.id,
                 self.current_term,
                 active,
-                self.peers.len() + 1
+                self.membership().voters.len()
             );
             let term = self.current_term;
             self.become_follower(term, None);
@@ -317,6 +330,7 @@ impl RaftCore {
             return;
         }
         self.snapshot_pins.clear();
+        self.end_transfer();
         self.effects.push(Effect::SteppedDown);
         for read in self.pending_reads.drain(..) {
             self.effects.push(Effect::ReadFailed { id: read.id });

@@ -11,15 +11,19 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use super::log::RaftLog;
+use super::membership::{MemberAddrs, Membership, MembershipChange};
 use super::message::{Message, RejectHint};
-use super::quorum::{quorum_size, quorum_value};
+use super::quorum::quorum_value;
 use super::types::{Entry, HardState, LogIndex, LogPoint, NodeId, Payload, Term};
 
 mod election;
+mod membership;
 mod persist;
 mod read_index;
 mod replication;
 mod snapshot;
+
+pub use membership::MemberProgress;
 
 /// Identifies one pending linearizable read.
 pub type ReadId = u64;
@@ -103,6 +107,11 @@ pub enum Effect {
         read_seq: u64,
         stream: u64,
     },
+    /// The configuration in force changed (appended, truncated away, or installed with a
+    /// snapshot): reach its members, and while leading replicate to exactly them.
+    MembershipChanged(Membership),
+    /// A leadership transfer to `target` did not complete within an election timeout.
+    TransferAborted { target: NodeId },
 }
 
 /// What the log may hold in memory: bounds that keep a node's memory independent of the
@@ -136,6 +145,46 @@ pub enum ProposeError {
         entries: u64,
         bytes: u64,
     },
+    /// Leadership is being handed to another node: retry there shortly.
+    Transferring {
+        target: NodeId,
+    },
+}
+
+/// Why a membership change or a leadership transfer was not started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeError {
+    NotLeader,
+    /// Not now (another change is in flight, this leader is too new, a transfer runs):
+    /// retry shortly.
+    Busy(String),
+    /// Not ever, as asked (the node is already a member, is not a voter, ...).
+    Invalid(String),
+}
+
+/// When a leader promotes a learner: once its log is within `max_lag` entries of the
+/// leader's for `rounds` consecutive replication rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromotionPolicy {
+    pub max_lag: u64,
+    pub rounds: u32,
+}
+
+impl Default for PromotionPolicy {
+    fn default() -> Self {
+        PromotionPolicy {
+            max_lag: 1000,
+            rounds: 10,
+        }
+    }
+}
+
+/// A leadership transfer in progress (thesis §3.10).
+#[derive(Clone, Copy, Debug)]
+struct Transfer {
+    target: NodeId,
+    /// TimeoutNow has been sent (the target's log matched ours).
+    sent: bool,
 }
 
 /// A snapshot of the core for `/status`.
@@ -177,7 +226,18 @@ struct PendingRead {
 /// Role, term, vote, commit index and the in-memory log of one server.
 pub struct RaftCore {
     id: NodeId,
-    peers: Vec<NodeId>,
+    /// Every configuration in the log, oldest first, after the one the log starts with
+    /// (from a snapshot, the store, or the config files: index 0). The last one is in force.
+    configs: Vec<(LogIndex, Membership)>,
+    /// A leader records a configuration that only the config files hold (index 0) in the
+    /// log, so it is in snapshots and outlives the files.
+    record_bootstrap: bool,
+    promotion: PromotionPolicy,
+    /// Leader: consecutive rounds each learner has been caught up.
+    learner_rounds: BTreeMap<NodeId, u32>,
+    transfer: Option<Transfer>,
+    /// Logged once: this node is not a voter, so it does not campaign.
+    told_not_voter: bool,
     current_term: Term,
     voted_for: Option<NodeId>,
     role: Role,
@@ -238,9 +298,20 @@ impl RaftCore {
         // Applied entries were committed; the store holds them durably.
         let snapshot_index = log.snapshot_index().max(applied.min(log.last_index()));
         let last = log.last_index();
+        let bootstrap = Membership::with_voters(
+            peers
+                .into_iter()
+                .chain([id])
+                .map(|p| (p, MemberAddrs::default())),
+        );
         RaftCore {
             id,
-            peers: peers.into_iter().filter(|p| *p != id).collect(),
+            configs: vec![(0, bootstrap)],
+            record_bootstrap: false,
+            promotion: PromotionPolicy::default(),
+            learner_rounds: BTreeMap::new(),
+            transfer: None,
+            told_not_voter: false,
             current_term: hard_state.current_term,
             voted_for: hard_state.voted_for,
             role: Role::Follower,
@@ -308,8 +379,9 @@ impl RaftCore {
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
-    pub fn peers(&self) -> &[NodeId] {
-        &self.peers
+    /// Every other member (voters and learners): whom a leader replicates to.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.membership().others(self.id)
     }
 
     pub fn status(&self) -> Status {
@@ -350,13 +422,14 @@ impl RaftCore {
 
     /// A message from peer `from`.
     pub fn on_message(&mut self, from: NodeId, msg: Message) -> Vec<Effect> {
-        if !self.peers.contains(&from) {
-            warn!(
-                "[node {} term {}] ignores {} from unknown node {}",
+        if !self.accepts_from(from, &msg) {
+            debug!(
+                "[node {} term {}] ignores {} from node {}: not a voter in {}",
                 self.id,
                 self.current_term,
                 msg.kind(),
-                from
+                from,
+                self.membership()
             );
             return Vec::new();
         }
@@ -450,6 +523,7 @@ impl RaftCore {
                     self.effects.push(Effect::ToReplicator { peer: from, msg });
                 }
             }
+            Message::TimeoutNow { term } => self.handle_timeout_now(from, term),
             Message::Forward { .. } | Message::ForwardReply { .. } => {}
         }
         self.finish()
@@ -509,6 +583,8 @@ impl RaftCore {
         *r = (*r).max(read_seq);
         self.maybe_commit();
         self.check_reads();
+        self.maybe_promote(peer);
+        self.maybe_send_timeout_now();
         self.finish()
     }
 
@@ -521,6 +597,12 @@ impl RaftCore {
         if self.role != Role::Leader {
             return (Err(ProposeError::NotLeader), Vec::new());
         }
+        if let Some(t) = self.transfer {
+            return (
+                Err(ProposeError::Transferring { target: t.target }),
+                Vec::new(),
+            );
+        }
         let entries = self.log.last_index() - self.commit_index;
         let bytes = self
             .log
@@ -532,7 +614,7 @@ impl RaftCore {
         }
         let index = self.append_own(payload);
         self.effects.push(Effect::ReplicateNow);
-        if self.peers.is_empty() {
+        if self.membership().voters.len() <= 1 {
             self.maybe_commit();
         }
         (Ok((index, self.current_term)), self.finish())
@@ -592,6 +674,6 @@ impl RaftCore {
     }
 
     fn quorum(&self) -> usize {
-        quorum_size(self.peers.len() + 1)
+        self.membership().quorum()
     }
 }

@@ -31,6 +31,7 @@ impl RaftCore {
     }
 
     pub(super) fn append_persisted(&mut self, entry: Entry) {
+        self.note_appended(&entry);
         self.log.append(entry.clone());
         self.pending_batch().entries.push(entry);
     }
@@ -43,6 +44,7 @@ impl RaftCore {
 
     pub(super) fn truncate_from(&mut self, from: LogIndex) {
         self.log.truncate_from(from);
+        self.note_truncated(from);
         self.lower_durable_floor(from - 1);
         let batch = self.pending_batch();
         match batch.entries.first().map(|e| e.index) {

@@ -16,11 +16,17 @@ impl RaftCore {
             return;
         }
         let mut acks: Vec<u64> = self
-            .peers
-            .iter()
-            .map(|p| self.peer_read_ack.get(p).copied().unwrap_or(0))
+            .membership()
+            .voters
+            .keys()
+            .map(|p| {
+                if *p == self.id {
+                    self.read_seq
+                } else {
+                    self.peer_read_ack.get(p).copied().unwrap_or(0)
+                }
+            })
             .collect();
-        acks.push(self.read_seq);
         let acked = quorum_value(&mut acks);
         // Reads wait until this term's no-op is committed: before that the leader may not
         // know the latest committed index.

@@ -195,16 +195,26 @@ impl RaftCore {
     /// at N is from the current term (§5.4.2, Figure 8). The leader counts its own copy
     /// only once it is durable.
     pub(super) fn maybe_commit(&mut self) {
+        // One value per voter of the configuration in force; this leader's own copy only
+        // if it is one of them (a leader removing itself is not).
+        let own = self.durable_last_index.min(self.log.last_index());
         let mut matches: Vec<LogIndex> = self
-            .peers
-            .iter()
-            .map(|p| self.peer_match.get(p).copied().unwrap_or(0))
+            .membership()
+            .voters
+            .keys()
+            .map(|p| {
+                if *p == self.id {
+                    own
+                } else {
+                    self.peer_match.get(p).copied().unwrap_or(0)
+                }
+            })
             .collect();
-        matches.push(self.durable_last_index.min(self.log.last_index()));
         let n = quorum_value(&mut matches);
         if n > self.commit_index && self.log.term_at(n) == Some(self.current_term) {
             self.set_commit_index(n);
             self.check_reads();
+            self.step_down_if_removed();
         }
     }
 

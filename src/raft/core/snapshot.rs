@@ -45,13 +45,15 @@ impl RaftCore {
 
     /// The state machine stored a chunk of `snapshot` from `from`: it holds `next_offset`
     /// bytes of it, and `installed` says the new store is in place (durably, replacing the
-    /// old one). The answer to the leader leaves once the log agrees with the new store.
+    /// old one), with `membership`: the configuration the snapshot holds, and the index it
+    /// was recorded at. The answer to the leader leaves once the log agrees with the new
+    /// store.
     pub fn on_snapshot_chunk(
         &mut self,
         from: NodeId,
         snapshot: LogPoint,
-        next_offset: u64,
-        installed: bool,
+        (next_offset, installed): (u64, bool),
+        membership: Option<(LogIndex, Membership)>,
         (read_seq, stream): (u64, u64),
     ) -> Vec<Effect> {
         if installed && snapshot.index > self.commit_index {
@@ -67,6 +69,7 @@ impl RaftCore {
             );
             // Rules 6-7: keep entries after the snapshot only if our log agrees at its end.
             self.log.compact_to(snapshot.index, snapshot.term);
+            self.note_compacted(snapshot.index, membership);
             self.pending_batch();
             if let Some(batch) = self.pending.as_mut() {
                 if batch.compact_to.is_none_or(|c| c.index < snapshot.index) {
@@ -149,6 +152,7 @@ impl RaftCore {
             return;
         };
         self.log.compact_to(point, term);
+        self.note_compacted(point, None);
         debug!(
             "[node {} term {}] log compacted to index {} ({} entries kept)",
             self.id,
