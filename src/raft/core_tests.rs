@@ -11,7 +11,7 @@ fn entry(index: LogIndex, term: Term) -> Entry {
     }
 }
 
-fn node(id: NodeId, term: Term, entries: Vec<Entry>) -> RaftCore {
+pub(super) fn node(id: NodeId, term: Term, entries: Vec<Entry>) -> RaftCore {
     RaftCore::new(
         id,
         vec![1, 2, 3],
@@ -25,7 +25,7 @@ fn node(id: NodeId, term: Term, entries: Vec<Entry>) -> RaftCore {
 }
 
 /// Completes every Persist effect (as the LogStore would) and returns all other effects.
-fn durable(core: &mut RaftCore, effects: Vec<Effect>) -> Vec<Effect> {
+pub(super) fn durable(core: &mut RaftCore, effects: Vec<Effect>) -> Vec<Effect> {
     let mut out = Vec::new();
     let mut queue = effects;
     while !queue.is_empty() {
@@ -41,7 +41,7 @@ fn durable(core: &mut RaftCore, effects: Vec<Effect>) -> Vec<Effect> {
     out
 }
 
-fn sent(effects: &[Effect]) -> Vec<(NodeId, Message)> {
+pub(super) fn sent(effects: &[Effect]) -> Vec<(NodeId, Message)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -67,7 +67,7 @@ fn granted(effects: &[Effect]) -> Option<bool> {
     })
 }
 
-fn append(
+pub(super) fn append(
     term: Term,
     leader: NodeId,
     prev: (LogIndex, Term),
@@ -119,7 +119,7 @@ fn campaign(n: &mut RaftCore) -> Vec<Effect> {
 }
 
 /// Elects node 1 leader of a fresh 3-node cluster in term 1.
-fn leader() -> RaftCore {
+pub(super) fn leader() -> RaftCore {
     let mut n = node(1, 0, vec![]);
     campaign(&mut n);
     let e = n.on_message(

@@ -14,6 +14,8 @@ mod snapshot_send;
 mod types;
 
 #[cfg(test)]
+mod core_membership_tests;
+#[cfg(test)]
 mod core_tests;
 
 pub use self::core::{
