@@ -22,6 +22,13 @@ Usage:
                                 with the config it last ran with
   $PROG stop                    stop all nodes recorded in run/*.pid
   $PROG status                  show each recorded node: alive/dead and its /status
+  $PROG members                 the members as the leader sees them (voter/learner, match)
+  $PROG add [K]                 start a new, empty node K (default: the next free number)
+                                in join mode and add it to the running cluster as a
+                                learner; the leader promotes it once it has caught up
+  $PROG remove K                remove node K from the cluster, then stop it
+  $PROG transfer [K]            hand leadership to node K (default: the most
+                                up-to-date follower)
   $PROG gen-configs N DIR       write N node configs into DIR
                                 (config/node1..3.toml are '$PROG gen-configs 3 config')
   $PROG -h | --help             this help
@@ -88,6 +95,38 @@ cluster_secret_file = "data/cluster.secret"
 EOF
 		for ((p = 1; p <= n; p++)); do
 			((p == k)) && continue
+			cat <<EOF
+
+[[peers]]
+id = $p
+http_addr = "127.0.0.1:800$p"
+raft_addr = "127.0.0.1:900$p"
+EOF
+		done
+	} >"$file"
+}
+
+# gen_join_config K FILE PEERS...: config of a new node K that joins a running cluster
+# whose members include PEERS (node numbers).
+gen_join_config() {
+	local k=$1 file=$2 p
+	shift 2
+	{
+		cat <<EOF
+# raftkv node $k, joining a running cluster.
+# Written by '$PROG add $k'. It starts with no membership and never stands for
+# election until the cluster adds it (as a learner) and promotes it (to voter).
+# [[peers]] only says where the existing members are; once the node has received the
+# cluster's membership, that record is authoritative.
+
+id = $k
+data_dir = "data/node$k"
+http_addr = "127.0.0.1:800$k"   # client API
+raft_addr = "127.0.0.1:900$k"   # peer traffic
+cluster_secret_file = "data/cluster.secret"
+join = true
+EOF
+		for p in "$@"; do
 			cat <<EOF
 
 [[peers]]
@@ -362,6 +401,111 @@ cmd_status() {
 	fi
 }
 
+# alive_http: comma-separated HTTP addresses of the recorded nodes that are alive.
+alive_http() {
+	local e out=""
+	for e in $(running_nodes); do
+		out+="${out:+,}$(node_http "${e%%:*}")"
+	done
+	echo "$out"
+}
+
+# alive_http_except K: alive_http without node K.
+alive_http_except() {
+	local e out=""
+	for e in $(running_nodes); do
+		[[ ${e%%:*} == "$1" ]] && continue
+		out+="${out:+,}$(node_http "${e%%:*}")"
+	done
+	echo "$out"
+}
+
+# cli ARGS...: the raftkv CLI against the running nodes.
+cli() {
+	local nodes
+	nodes=$(alive_http)
+	[[ -n $nodes ]] || die "no running nodes (start a cluster with $PROG)"
+	"$BIN" "$@" --nodes "$nodes"
+}
+
+cmd_members() {
+	check_bin
+	cli member list
+}
+
+cmd_add() {
+	local k=${1:-} e peers=() cfg pid
+	check_bin
+	[[ -n $(running_nodes) ]] || die "no running nodes: start the cluster first ($PROG)"
+	if [[ -z $k ]]; then
+		for ((k = 1; k <= MAX_NODES; k++)); do
+			[[ -f run/node$k.config || -d data/node$k ]] || break
+		done
+		((k <= MAX_NODES)) || die "no free node number left (1..$MAX_NODES are all used)"
+	fi
+	valid_node_count "$k" || usage_error "usage: $PROG add [K]   (K in 1..$MAX_NODES)"
+	pid=$(pid_of "$k")
+	if [[ -n $pid ]] && node_alive "$pid"; then
+		die "node $k is running already (pid $pid)"
+	fi
+	if [[ -d data/node$k ]] && [[ -n $(ls -A "data/node$k") ]]; then
+		die "data/node$k holds an earlier node's data; a new member starts empty: rm -rf data/node$k"
+	fi
+	for e in $(running_nodes); do
+		peers+=("${e%%:*}")
+	done
+	mkdir -p config/generated
+	cfg=config/generated/node$k-join.toml
+	gen_join_config "$k" "$cfg" "${peers[@]}"
+	check_port_free "$k"
+	start_node "$k" "$cfg"
+	pid=$STARTED_PID
+	sleep 0.3
+	if ! node_alive "$pid"; then
+		show_log_tail "$k"
+		remove_pidfile "$k" "$pid"
+		die "node $k exited right after starting (see logs/node$k.log)"
+	fi
+	echo "node $k: started in join mode (pid $pid, config $cfg, log logs/node$k.log)"
+	if ! cli member add "$k" "127.0.0.1:900$k" "127.0.0.1:800$k"; then
+		die "the cluster did not add node $k (it keeps running, waiting; retry with: $BIN member add $k 127.0.0.1:900$k 127.0.0.1:800$k)"
+	fi
+	echo "node $k: added as a learner; the leader promotes it once it has caught up"
+	echo "  watch it: $PROG members     (or: grep -h promot logs/*.log)"
+}
+
+cmd_remove() {
+	local k=${1:-} pid i nodes
+	valid_node_count "$k" || usage_error "usage: $PROG remove K   (K in 1..$MAX_NODES)"
+	check_bin
+	# Ask the other nodes: node K may be cut off from the answer once it is removed.
+	nodes=$(alive_http_except "$k")
+	[[ -n $nodes ]] || die "no other running node to ask"
+	"$BIN" member remove "$k" --nodes "$nodes" || die "the cluster did not remove node $k"
+	echo "node $k: removed from the cluster"
+	pid=$(pid_of "$k")
+	if [[ -n $pid ]] && node_alive "$pid"; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < STOP_GRACE_TENTHS; i++)); do
+			node_alive "$pid" || break
+			sleep 0.1
+		done
+		if node_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+		echo "node $k: stopped (pid $pid); its data/node$k is no longer needed"
+	fi
+	rm -f "run/node$k.pid" "run/node$k.config"
+}
+
+cmd_transfer() {
+	check_bin
+	if [[ -n ${1:-} ]]; then
+		valid_node_count "$1" || usage_error "usage: $PROG transfer [K]"
+		cli transfer-leader "$1"
+	else
+		cli transfer-leader
+	fi
+}
+
 cmd_gen_configs() {
 	local n=${1:-} dir=${2:-}
 	if ! valid_node_count "$n" || [[ -z $dir ]]; then
@@ -620,6 +764,22 @@ start)
 	;;
 stop) cmd_stop ;;
 status) cmd_status ;;
+members) cmd_members ;;
+add)
+	shift
+	(($# <= 1)) || usage_error "usage: $PROG add [K]"
+	cmd_add "${1:-}"
+	;;
+remove)
+	shift
+	(($# == 1)) || usage_error "usage: $PROG remove K"
+	cmd_remove "$1"
+	;;
+transfer)
+	shift
+	(($# <= 1)) || usage_error "usage: $PROG transfer [K]"
+	cmd_transfer "${1:-}"
+	;;
 gen-configs)
 	shift
 	cmd_gen_configs "$@"

@@ -152,6 +152,8 @@ pub struct KvClient {
     /// Timeout of one HTTP attempt.
     pub attempt_timeout: Duration,
     preferred: usize,
+    /// Retry after a 504 (safe for key-value calls: exactly-once sessions).
+    retry_unknown: bool,
 }
 
 impl KvClient {
@@ -163,6 +165,7 @@ impl KvClient {
             deadline: Duration::from_secs(15),
             attempt_timeout: Duration::from_secs(6),
             preferred: 0,
+            retry_unknown: true,
         }
     }
 
@@ -186,6 +189,17 @@ impl KvClient {
             if stale { "?consistency=stale" } else { "" }
         );
         self.call("GET", &path, &[], b"")
+    }
+
+    /// A request to the operator's endpoints, tried on the nodes in turn while the answer
+    /// says nothing was done (503, or no connection). These requests carry no session, so
+    /// a 504 (outcome unknown) is final: repeating a leadership transfer or a membership
+    /// change that may have happened could do it twice.
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> KvResult {
+        self.retry_unknown = false;
+        let r = self.call(method, path, &[], body);
+        self.retry_unknown = true;
+        r
     }
 
     fn write(&mut self, method: &str, key: &str, body: &[u8]) -> KvResult {
@@ -220,7 +234,7 @@ impl KvClient {
             match http_request(&node, method, path, headers, body, self.attempt_timeout) {
                 Ok(r) if (200..300).contains(&r.status) => return KvResult::Ok(r.body),
                 Ok(r) if r.status == 404 && method == "GET" => return KvResult::NotFound,
-                Ok(r) if r.status == 503 || r.status == 504 => {
+                Ok(r) if r.status == 503 || (r.status == 504 && self.retry_unknown) => {
                     last = KvResult::Failed {
                         status: r.status,
                         message: r.body_text(),

@@ -53,18 +53,51 @@ enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// List, add or remove cluster members.
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Hand leadership to node ID (default: the most up-to-date follower).
+    TransferLeader {
+        id: Option<u64>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberAction {
+    /// Print the members as the leader sees them.
+    List,
+    /// Add node ID as a learner; the leader promotes it to voter once it has caught up.
+    Add {
+        id: u64,
+        /// Its peer address (host:port).
+        raft_addr: String,
+        /// Its client address (host:port).
+        http_addr: String,
+    },
+    /// Remove node ID from the cluster.
+    Remove { id: u64 },
 }
 
 #[derive(clap::Args)]
 struct ClientOpts {
     /// Comma-separated HTTP addresses of the nodes.
-    #[arg(long, default_value = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
+    )]
     nodes: String,
     /// Client identity for exactly-once writes (default: random).
-    #[arg(long)]
+    #[arg(long, global = true)]
     client_id: Option<String>,
     /// Sequence number of this request within the client's session (default: 1).
-    #[arg(long)]
+    #[arg(long, global = true)]
     seq: Option<u64>,
 }
 
@@ -118,6 +151,18 @@ fn main() -> ExitCode {
         }
         Command::Get { key, stale, opts } => report(opts.client().get(&key, stale), true),
         Command::Delete { key, opts } => report(opts.client().delete(&key), false),
+        Command::Member { action, opts } => member(action, opts),
+        Command::TransferLeader { id, opts } => {
+            let body = match id {
+                Some(id) => format!("{{\"target\": {}}}", id),
+                None => String::new(),
+            };
+            report(
+                opts.client()
+                    .request("POST", "/cluster/leader", body.as_bytes()),
+                true,
+            )
+        }
         Command::Status { opts } => {
             for node in opts.nodes.split(',') {
                 let node = node.trim().trim_start_matches("http://");
@@ -135,6 +180,51 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn member(action: MemberAction, opts: ClientOpts) -> ExitCode {
+    let mut client = opts.client();
+    match action {
+        MemberAction::List => match client.request("GET", "/cluster/members", b"") {
+            KvResult::Ok(body) => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                println!(
+                    "{:>4}  {:<8} {:<6} {:>10}  {:<9} {:<22} {:<22}",
+                    "id", "role", "leader", "match", "caught_up", "raft_addr", "http_addr"
+                );
+                for m in v["members"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>4}  {:<8} {:<6} {:>10}  {:<9} {:<22} {:<22}",
+                        m["id"].to_string(),
+                        m["role"].as_str().unwrap_or("?"),
+                        if m["leader"] == true { "*" } else { "" },
+                        m["match_index"].to_string(),
+                        m["caught_up"].to_string(),
+                        m["raft_addr"].as_str().unwrap_or("?"),
+                        m["http_addr"].as_str().unwrap_or("?"),
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            other => report(other, false),
+        },
+        MemberAction::Add {
+            id,
+            raft_addr,
+            http_addr,
+        } => {
+            let body =
+                serde_json::json!({ "id": id, "raft_addr": raft_addr, "http_addr": http_addr });
+            report(
+                client.request("POST", "/cluster/members", body.to_string().as_bytes()),
+                true,
+            )
+        }
+        MemberAction::Remove { id } => report(
+            client.request("DELETE", &format!("/cluster/members/{}", id), b""),
+            true,
+        ),
     }
 }
 

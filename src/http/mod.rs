@@ -5,7 +5,11 @@ mod routes;
 
 pub use routes::{configure, dispatch, status_code, GatewayState, MAX_BODY_BYTES_IN_FLIGHT};
 
+use std::time::Duration;
+
+use crate::actors::consensus::GetStatus;
 use crate::config::Config;
+use crate::kv::{ClientRequest, ClientResponse};
 use crate::node::NodeHandle;
 
 const HTTP_WORKERS: usize = 2;
@@ -14,7 +18,8 @@ pub const MAX_CLIENT_CONNECTIONS: usize = 4096;
 
 /// Serves the client API until the server is stopped (SIGINT/SIGTERM).
 pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
-    let state = GatewayState::new(node, config.request_timeout());
+    let state = GatewayState::new(node.clone(), config.request_timeout());
+    let handover = config.raft_options().election_timeout_max * 2;
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new().configure(|cfg| configure(cfg, state.clone()))
     })
@@ -22,6 +27,7 @@ pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
     // Connections beyond this wait in the listen backlog (each costs buffers and a task).
     .max_connections(MAX_CLIENT_CONNECTIONS / HTTP_WORKERS)
     .shutdown_timeout(2)
+    .disable_signals()
     .bind(&config.http_addr)
     .map_err(|e| {
         format!(
@@ -29,8 +35,56 @@ pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
             config.http_addr, e
         )
     })?;
+    let server = server.run();
+    actix::spawn(stop_on_signal(node, server.handle(), handover));
     server
-        .run()
         .await
         .map_err(|e| format!("http server failed: {}", e))
+}
+
+/// On SIGTERM or SIGINT a leader first hands leadership to its most up-to-date follower
+/// (waiting at most `handover`), so a rolling restart costs no election timeout; then the
+/// server stops.
+async fn stop_on_signal(
+    node: NodeHandle,
+    server: actix_web::dev::ServerHandle,
+    handover: Duration,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::warn!("[node {}] cannot install signal handlers", node.id);
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    let leads = matches!(
+        node.consensus.send(GetStatus).await,
+        Ok(s) if s.role == "leader"
+    );
+    if leads {
+        log::info!(
+            "[node {}] {}: hands leadership over before stopping",
+            node.id,
+            name
+        );
+        let answer = dispatch(&node, ClientRequest::TransferLeader(None), handover).await;
+        match answer {
+            ClientResponse::LeaderIs { leader } => {
+                log::info!("[node {}] node {} leads now; stopping", node.id, leader)
+            }
+            other => log::info!(
+                "[node {}] leadership hand-over did not complete ({:?}); stopping anyway",
+                node.id,
+                other
+            ),
+        }
+    } else {
+        log::info!("[node {}] {}: stopping", node.id, name);
+    }
+    server.stop(true).await;
 }

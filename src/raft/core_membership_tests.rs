@@ -17,7 +17,10 @@ fn voters(ids: &[NodeId]) -> Membership {
 }
 
 fn add(id: NodeId) -> MembershipChange {
-    MembershipChange::AddLearner { id, addrs: addrs(id) }
+    MembershipChange::AddLearner {
+        id,
+        addrs: addrs(id),
+    }
 }
 
 /// Node 1 leads term 1 of {1,2,3} and its no-op (index 1) is committed.
@@ -78,7 +81,10 @@ fn entry_noop(index: LogIndex, term: Term) -> Entry {
 fn a_new_leader_changes_nothing_before_an_entry_of_its_term_commits() {
     // The 2015 fix to single-server changes: the no-op must commit first.
     let mut n = leader();
-    assert!(matches!(proposed(&mut n, &add(4)), Err(ChangeError::Busy(_))));
+    assert!(matches!(
+        proposed(&mut n, &add(4)),
+        Err(ChangeError::Busy(_))
+    ));
     let e = n.on_replicated(1, 2, 1, 0, None);
     durable(&mut n, e);
     assert!(proposed(&mut n, &add(4)).is_ok());
@@ -126,7 +132,10 @@ fn learners_count_in_no_quorum_and_never_campaign() {
     // The learner's copy alone does not make a majority with the leader's.
     let e = n.on_replicated(1, 4, cmd, 0, None);
     durable(&mut n, e);
-    assert!(n.commit_index() < cmd, "a learner's copy counted toward commit");
+    assert!(
+        n.commit_index() < cmd,
+        "a learner's copy counted toward commit"
+    );
     let e = n.on_replicated(1, 3, cmd, 0, None);
     durable(&mut n, e);
     assert_eq!(n.commit_index(), cmd);
@@ -154,7 +163,11 @@ fn a_caught_up_learner_is_promoted() {
     durable(&mut n, e);
     let last = n.log().last_index();
     for round in 1..=3 {
-        assert!(n.membership().is_learner(4), "promoted after {} rounds", round - 1);
+        assert!(
+            n.membership().is_learner(4),
+            "promoted after {} rounds",
+            round - 1
+        );
         let e = n.on_replicated(1, 4, last, 0, None);
         durable(&mut n, e);
     }

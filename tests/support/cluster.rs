@@ -135,6 +135,8 @@ pub struct Cluster {
     routes: std::collections::BTreeMap<(u64, u64), String>,
     /// The cluster secret file of each node (all the same unless a test says otherwise).
     secret_files: std::collections::BTreeMap<u64, PathBuf>,
+    /// Nodes started in join mode (added to a running cluster).
+    joining: std::collections::BTreeSet<u64>,
 }
 
 impl Cluster {
@@ -232,6 +234,7 @@ impl Cluster {
             nodes,
             routes: std::collections::BTreeMap::new(),
             secret_files,
+            joining: std::collections::BTreeSet::new(),
         }
     }
 
@@ -269,6 +272,9 @@ impl Cluster {
         for (key, value) in &o.extra {
             t.push_str(&format!("{} = {}\n", key, value));
         }
+        if self.joining.contains(&id) {
+            t.push_str("join = true\n");
+        }
         for p in self.nodes.iter().filter(|p| p.id != id) {
             t.push_str(&format!(
                 "\n[[peers]]\nid = {}\nhttp_addr = \"{}\"\nraft_addr = \"{}\"\n",
@@ -278,6 +284,34 @@ impl Cluster {
             ));
         }
         t
+    }
+
+    /// Starts a new, empty node in join mode (the next id, its own ports and directory)
+    /// and waits until it serves; the cluster still has to add it (`POST /cluster/members`).
+    pub fn start_joining(&mut self) -> u64 {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let http = reserve_port();
+        let raft = reserve_port();
+        let secret = self.dir.join("cluster.secret");
+        self.nodes.push(Node {
+            id,
+            http_addr: format!("127.0.0.1:{}", http.port),
+            raft_addr: format!("127.0.0.1:{}", raft.port),
+            config_path: self.dir.join(format!("node{}.toml", id)),
+            data_dir: self.dir.join(format!("node{}", id)),
+            log_path: self.dir.join(format!("node{}.log", id)),
+            child: None,
+            started_at: Instant::now(),
+            _ports: [http, raft],
+        });
+        self.secret_files.insert(id, secret);
+        self.joining.insert(id);
+        let path = self.node(id).config_path.clone();
+        std::fs::write(&path, self.config_text(id))
+            .unwrap_or_else(|e| panic!("write {}: {}", path.display(), e));
+        self.spawn(id);
+        self.wait_until_serving(id, Duration::from_secs(10));
+        id
     }
 
     pub fn ids(&self) -> Vec<u64> {

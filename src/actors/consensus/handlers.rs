@@ -20,6 +20,9 @@ impl Actor for Consensus {
         // Forwarded requests whose caller gave up are forgotten.
         ctx.run_interval(Duration::from_secs(1), |act, _| {
             act.forwards.retain(|_, (_, tx)| !tx.is_closed());
+            let forwards = &act.forwards;
+            act.forwarded_transfers
+                .retain(|id, _| forwards.contains_key(id));
             act.waiters.retain(|_, (_, tx)| !tx.is_closed());
             act.reads.retain(|_, (_, tx)| !tx.is_closed());
         });
@@ -86,6 +89,7 @@ impl Handler<Inbound> for Consensus {
                     .get(&req_id)
                     .is_some_and(|(to, _)| *to == from)
                 {
+                    self.forwarded_transfers.remove(&req_id);
                     if let Some((_, tx)) = self.forwards.remove(&req_id) {
                         let _ = tx.send(response);
                     }

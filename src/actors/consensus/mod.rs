@@ -98,6 +98,9 @@ pub struct Consensus {
     forwards: HashMap<u64, (NodeId, oneshot::Sender<ClientResponse>)>,
     /// The leader as of the last event, to notice changes.
     known_leader: Option<NodeId>,
+    /// Forwarded leadership transfers: request id -> the target asked for. A change of
+    /// leader is their success, not a reason to give up on them.
+    forwarded_transfers: HashMap<u64, Option<NodeId>>,
     /// Forwarded requests already taken in, so a duplicated Forward is not proposed twice.
     seen_forwards: HashSet<(NodeId, u64)>,
     seen_order: VecDeque<(NodeId, u64)>,
@@ -154,6 +157,7 @@ impl Consensus {
             reads: HashMap::new(),
             next_forward_id: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             forwards: HashMap::new(),
+            forwarded_transfers: HashMap::new(),
             known_leader: None,
             seen_forwards: HashSet::new(),
             seen_order: VecDeque::new(),
@@ -288,6 +292,23 @@ impl Consensus {
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
+            if let Some(target) = self.forwarded_transfers.get(&id).copied() {
+                // A transfer's outcome is the new leader: wait until one is known.
+                let Some(new) = leader else {
+                    continue;
+                };
+                self.forwarded_transfers.remove(&id);
+                if let Some((_, tx)) = self.forwards.remove(&id) {
+                    let _ = tx.send(match target {
+                        Some(t) if t != new => ClientResponse::Unknown {
+                            reason: format!("node {} became leader instead of node {}", new, t),
+                            leader: Some(new),
+                        },
+                        _ => ClientResponse::LeaderIs { leader: new },
+                    });
+                }
+                continue;
+            }
             if let Some((to, tx)) = self.forwards.remove(&id) {
                 let _ = tx.send(ClientResponse::Unknown {
                     reason: format!(
@@ -598,6 +619,10 @@ impl Consensus {
             }
             request => match self.core.leader_id() {
                 Some(leader) if !forwarded && leader != self.id() => {
+                    let transfer = match &request {
+                        ClientRequest::TransferLeader(target) => Some(*target),
+                        _ => None,
+                    };
                     let request = match codec::encode(&request) {
                         Ok(bytes) => bytes,
                         Err(e) => {
@@ -611,6 +636,9 @@ impl Consensus {
                     let req_id = self.next_forward_id;
                     self.next_forward_id = self.next_forward_id.wrapping_add(1);
                     self.forwards.insert(req_id, (leader, tx));
+                    if let Some(target) = transfer {
+                        self.forwarded_transfers.insert(req_id, target);
+                    }
                     debug!(
                         "[node {} term {}] forwards request {} to leader {}",
                         self.id(),
