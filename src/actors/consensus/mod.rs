@@ -112,6 +112,9 @@ pub struct Consensus {
     clock: LogClock,
     store_durable: LogIndex,
     transfers: BTreeMap<NodeId, SnapshotTransfer>,
+    /// Every member's peer address seen by this process: a leader that has just removed
+    /// itself is still answered until another one leads.
+    address_book: BTreeMap<NodeId, String>,
     /// Callers waiting for a leadership transfer to `target` to complete.
     leader_transfers: Vec<(NodeId, oneshot::Sender<ClientResponse>)>,
     stopped: bool,
@@ -167,6 +170,7 @@ impl Consensus {
             store_durable: core_snapshot_index,
             transfers: BTreeMap::new(),
             leader_transfers: Vec::new(),
+            address_book: BTreeMap::new(),
             stopped: false,
         }
         .reaching_members()
@@ -174,21 +178,33 @@ impl Consensus {
 
     /// Points the transport at the members of the configuration in force (a joining node
     /// that knows none yet keeps the peers of its config file).
-    fn reaching_members(self) -> Self {
+    fn reaching_members(mut self) -> Self {
         let m = self.core.membership().clone();
         self.set_transport_peers(&m);
         self
     }
 
-    fn set_transport_peers(&self, m: &Membership) {
+    /// The transport reaches the members of `m`, plus the leader if it is not one of them
+    /// (a leader that removed itself leads until the removal commits, and needs answers).
+    fn set_transport_peers(&mut self, m: &Membership) {
         if m.voters.is_empty() {
             return;
         }
+        for id in m.others(self.id()) {
+            if let Some(a) = m.addrs(id).filter(|a| !a.raft_addr.is_empty()) {
+                self.address_book.insert(id, a.raft_addr.clone());
+            }
+        }
+        let me = self.id();
+        let leader = self
+            .core
+            .leader_id()
+            .filter(|l| *l != me && !m.contains(*l));
         let peers: Vec<(NodeId, String)> = m
-            .others(self.id())
+            .others(me)
             .into_iter()
-            .filter_map(|id| m.addrs(id).map(|a| (id, a.raft_addr.clone())))
-            .filter(|(_, addr)| !addr.is_empty())
+            .chain(leader)
+            .filter_map(|id| self.address_book.get(&id).map(|a| (id, a.clone())))
             .collect();
         self.transport.set_peers(&peers);
     }
@@ -204,6 +220,8 @@ impl Consensus {
         if leader != self.known_leader {
             self.known_leader = leader;
             self.abandon_forwards(leader);
+            let m = self.core.membership().clone();
+            self.set_transport_peers(&m);
             if let Some(new) = leader.filter(|l| *l != self.id()) {
                 for (target, tx) in std::mem::take(&mut self.leader_transfers) {
                     let _ = tx.send(if new == target {
