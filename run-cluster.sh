@@ -23,7 +23,8 @@ Usage:
   $PROG stop                    stop all nodes recorded in run/*.pid
   $PROG status                  show each recorded node: alive/dead and its /status
   $PROG members                 the members as the leader sees them (voter/learner, match)
-  $PROG add [K]                 start a new, empty node K (default: the next free number)
+  $PROG add [K]                 start a new, empty node K (default: the number after every
+                                node this directory has seen)
                                 in join mode and add it to the running cluster as a
                                 learner; the leader promotes it once it has caught up
   $PROG remove K                remove node K from the cluster, then stop it
@@ -438,10 +439,15 @@ cmd_add() {
 	check_bin
 	[[ -n $(running_nodes) ]] || die "no running nodes: start the cluster first ($PROG)"
 	if [[ -z $k ]]; then
-		for ((k = 1; k <= MAX_NODES; k++)); do
-			[[ -f run/node$k.config || -d data/node$k ]] || break
+		# The next number after every node this directory has seen (a new member never
+		# reuses the id of one that was removed).
+		local top=0 j
+		[[ -f data/cluster-size ]] && top=$(<data/cluster-size)
+		for ((j = 1; j <= MAX_NODES; j++)); do
+			if [[ -f run/node$j.config || -d data/node$j ]] && ((j > top)); then top=$j; fi
 		done
-		((k <= MAX_NODES)) || die "no free node number left (1..$MAX_NODES are all used)"
+		k=$((top + 1))
+		((k <= MAX_NODES)) || die "no free node number left (1..$MAX_NODES are all used); name one: $PROG add K"
 	fi
 	valid_node_count "$k" || usage_error "usage: $PROG add [K]   (K in 1..$MAX_NODES)"
 	pid=$(pid_of "$k")
