@@ -14,7 +14,7 @@ use std::time::Duration;
 use linearizability::{check, CheckResult, Op};
 use raftkv::actors::consensus::RaftOptions;
 use sim::{seeds, simulate_with, NetConfig};
-use workload::{chaos, recorded, run_clients, Faults, Workload};
+use workload::{chaos, recorded, restore_members, run_clients, Faults, Workload};
 
 fn run(seed: u64, net: NetConfig, faults: Faults) {
     run_with(seed, net, faults, RaftOptions::default())
@@ -34,6 +34,17 @@ fn run_with(seed: u64, net: NetConfig, faults: Faults, options: RaftOptions) {
         });
         let history = run_clients(&sim, w).await;
         let _ = injector.await;
+        if faults.membership {
+            sim.heal();
+            for id in sim.ids.clone() {
+                sim.restart(id);
+            }
+            assert!(
+                restore_members(&sim, Duration::from_secs(30)).await,
+                "seed {}: the removed nodes could not be added back",
+                seed
+            );
+        }
         assert!(
             sim.converge(Duration::from_secs(30)).await,
             "seed {}: no convergence",
@@ -84,6 +95,7 @@ fn linearizable_with_crashes_and_partitions_reliable_net() {
             Faults {
                 crashes: true,
                 partitions: true,
+                membership: false,
             },
         );
     }
@@ -98,6 +110,7 @@ fn linearizable_with_crashes_and_partitions_unreliable_net() {
             Faults {
                 crashes: true,
                 partitions: true,
+                membership: false,
             },
         );
     }
@@ -114,6 +127,7 @@ fn reads_stay_linearizable_when_the_leader_is_cut_off() {
             Faults {
                 crashes: false,
                 partitions: true,
+                membership: false,
             },
         );
     }
@@ -128,6 +142,24 @@ fn churn_every_acknowledged_write_survives() {
             Faults {
                 crashes: true,
                 partitions: false,
+                membership: false,
+            },
+        );
+    }
+}
+
+#[test]
+fn linearizable_under_membership_churn() {
+    // Voters removed and added back (as learners, then promoted), leadership transferred,
+    // mixed with crashes on a lossy network.
+    for seed in seeds(9500, 4) {
+        run(
+            seed,
+            NetConfig::unreliable(),
+            Faults {
+                crashes: true,
+                partitions: false,
+                membership: true,
             },
         );
     }
@@ -143,6 +175,7 @@ fn linearizable_with_frequent_snapshots_under_faults() {
             Faults {
                 crashes: true,
                 partitions: true,
+                membership: false,
             },
             RaftOptions {
                 store_sync_entries: 20,

@@ -6,10 +6,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use raftkv::kv::{ClientRequest, ClientResponse, KvOp, ReadConsistency};
-use raftkv::raft::NodeId;
+use raftkv::raft::{MembershipChange, NodeId};
 
 use crate::linearizability::{Op, Operation, Outcome};
-use crate::sim::Sim;
+use crate::sim::{sim_addrs, Sim};
 
 /// What the clients do.
 #[derive(Clone, Copy, Debug)]
@@ -116,6 +116,86 @@ pub async fn run_clients(sim: &Sim, w: Workload) -> Rc<RefCell<Vec<Operation>>> 
 pub struct Faults {
     pub crashes: bool,
     pub partitions: bool,
+    /// Remove voters, add them back, transfer leadership.
+    pub membership: bool,
+}
+
+/// The members (id, is voter) as some live node's leader reports them.
+async fn members(sim: &Sim) -> Option<Vec<(NodeId, bool)>> {
+    for id in sim.live_nodes() {
+        let r = sim
+            .request(id, ClientRequest::Members, Duration::from_millis(500))
+            .await;
+        if let ClientResponse::Members(m) = r {
+            return Some(m.into_iter().map(|m| (m.id, m.role == "voter")).collect());
+        }
+
+    }
+    None
+}
+
+/// One membership fault: remove a voter (while all are voters), add back a removed node,
+/// or hand leadership over.
+async fn membership_fault(sim: &Sim) {
+    let Some(m) = members(sim).await else {
+        return;
+    };
+    let via = sim.live_nodes();
+    if via.is_empty() {
+        return;
+    }
+    let via = via[sim.rand_range(0, via.len() as u64 - 1) as usize];
+    let missing: Vec<NodeId> = sim
+        .ids
+        .iter()
+        .copied()
+        .filter(|id| !m.iter().any(|(x, _)| x == id))
+        .collect();
+    let request = match sim.rand_range(0, 2) {
+        0 if missing.is_empty() && m.iter().all(|(_, v)| *v) => {
+            let id = m[sim.rand_range(0, m.len() as u64 - 1) as usize].0;
+            ClientRequest::ChangeMembership(MembershipChange::Remove { id })
+        }
+        0 | 1 if !missing.is_empty() => ClientRequest::ChangeMembership(MembershipChange::AddLearner {
+            id: missing[0],
+            addrs: sim_addrs(missing[0]),
+        }),
+        _ => ClientRequest::TransferLeader(None),
+    };
+    let _ = sim.request(via, request, Duration::from_secs(1)).await;
+}
+
+/// Brings every node of the simulation back into the configuration, as a voter.
+pub async fn restore_members(sim: &Sim, timeout: Duration) -> bool {
+    let end = sim.now_ms() + timeout.as_millis() as u64;
+    while sim.now_ms() < end {
+        if let Some(m) = members(sim).await {
+            if m.len() == sim.ids.len() && m.iter().all(|(_, v)| *v) {
+                return true;
+            }
+            if let Some(id) = sim.ids.iter().copied().find(|id| !m.iter().any(|(x, _)| x == id)) {
+                // Through a member: a removed node knows no leader to forward to.
+                let add = MembershipChange::AddLearner {
+                    id,
+                    addrs: sim_addrs(id),
+                };
+                for (via, _) in &m {
+                    let r = sim
+                        .request(
+                            *via,
+                            ClientRequest::ChangeMembership(add.clone()),
+                            Duration::from_secs(1),
+                        )
+                        .await;
+                    if !matches!(r, ClientResponse::Unavailable { .. }) {
+                        break;
+                    }
+                }
+            }
+        }
+        sim.sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// Injects random faults for `duration`, then heals the network (nodes stay as they are).
@@ -157,6 +237,7 @@ pub async fn chaos(sim: &Sim, duration: Duration, faults: Faults) {
                     sim.cut_one_way(from, to);
                 }
             }
+            7..=9 if faults.membership => membership_fault(sim).await,
             _ => sim.heal(),
         }
     }

@@ -76,6 +76,14 @@ impl RaftCore {
     }
 
     pub(super) fn handle_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool) {
+        debug!(
+            "[node {} term {}] pre-vote answer from node {} for term {}: {}",
+            self.id,
+            self.current_term,
+            from,
+            term,
+            if granted { "yes" } else { "no" }
+        );
         if !granted && term > self.current_term {
             // Refused by a node in a newer term: that term is real, adopt it.
             info!(
