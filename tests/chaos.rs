@@ -1,6 +1,7 @@
 //! The real binary under real faults: three processes, a TCP fault proxy on every directed
 //! peer link, concurrent HTTP clients, and a nemesis that kills -9 and restarts nodes,
-//! SIGSTOPs and resumes the leader, and cuts or silently stalls links. The history is
+//! SIGSTOPs and resumes the leader, cuts or silently stalls links, removes a member and adds
+//! it back, and transfers leadership. The history is
 //! checked for linearizability and every node must converge to the same data.
 //!
 //! `RAFTKV_CHAOS_SECS` sets how long the faults last (default 15); `RAFTKV_CHAOS_SEED` picks
@@ -80,6 +81,20 @@ fn client_op(addrs: &[String], rng: &mut StdRng, client: u64, n: u64, epoch: Ins
     }
 }
 
+/// An operator's request through node `via`; true on 200.
+fn admin(c: &Cluster, via: u64, method: &str, path: &str, body: &str) -> bool {
+    c.pid(via).is_some() && c.request(via, method, path, &[], body.as_bytes()).0 == 200
+}
+
+fn add_body(c: &Cluster, id: u64) -> String {
+    format!(
+        r#"{{"id": {}, "raft_addr": "{}", "http_addr": "{}"}}"#,
+        id,
+        c.raft_addr(id),
+        c.http_addr(id)
+    )
+}
+
 #[test]
 fn linearizable_and_convergent_under_process_and_network_faults() {
     let secs = env_u64("RAFTKV_CHAOS_SECS", 15);
@@ -130,6 +145,8 @@ fn linearizable_and_convergent_under_process_and_network_faults() {
 
     // The nemesis runs on this thread (the harness spawns nodes from the test thread).
     let mut stopped: Option<u32> = None;
+    // A node taken out of the membership by the nemesis, to be added back.
+    let mut removed: Option<u64> = None;
     let mut actions = BTreeMap::<&str, u32>::new();
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
@@ -138,7 +155,7 @@ fn linearizable_and_convergent_under_process_and_network_faults() {
         if let Some(pid) = stopped.take() {
             unsafe { libc::kill(pid as i32, libc::SIGCONT) };
         }
-        let action = rng.gen_range(0..6);
+        let action = rng.gen_range(0..8);
         match action {
             0 => {
                 let victim = ids[rng.gen_range(0..ids.len())];
@@ -186,6 +203,45 @@ fn linearizable_and_convergent_under_process_and_network_faults() {
                         .or_default() += 1;
                 }
             }
+            6 => {
+                // Membership: take a node out, or add the one taken out back (as a learner,
+                // promoted once caught up). Asked through another node.
+                let victim = removed.unwrap_or_else(|| ids[rng.gen_range(0..ids.len())]);
+                let via = ids
+                    .iter()
+                    .copied()
+                    .find(|&i| i != victim)
+                    .expect("another node");
+                let ok = match removed {
+                    None => admin(
+                        &c,
+                        via,
+                        "DELETE",
+                        &format!("/cluster/members/{}", victim),
+                        "",
+                    ),
+                    Some(_) => admin(&c, via, "POST", "/cluster/members", &add_body(&c, victim)),
+                };
+                if ok {
+                    let what = if removed.is_some() {
+                        "add back"
+                    } else {
+                        "remove member"
+                    };
+                    removed = if removed.is_some() {
+                        None
+                    } else {
+                        Some(victim)
+                    };
+                    *actions.entry(what).or_default() += 1;
+                }
+            }
+            7 => {
+                let via = ids[rng.gen_range(0..ids.len())];
+                if admin(&c, via, "POST", "/cluster/leader", "") {
+                    *actions.entry("transfer leadership").or_default() += 1;
+                }
+            }
             _ => {
                 for p in proxies.values() {
                     p.set_mode(LinkMode::Pass);
@@ -204,6 +260,23 @@ fn linearizable_and_convergent_under_process_and_network_faults() {
         if c.pid(id).is_none() {
             c.restart(id);
         }
+    }
+    if let Some(victim) = removed.take() {
+        // Back into the cluster, and promoted, before the end.
+        let back = wait_for(Duration::from_secs(30), || {
+            let via = ids.iter().copied().find(|&i| i != victim)?;
+            admin(&c, via, "POST", "/cluster/members", &add_body(&c, victim));
+            let (status, body) = c.request(via, "GET", "/cluster/members", &[], b"");
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let voters = v["members"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["role"] == "voter")
+                .count();
+            (status == 200 && voters == ids.len()).then_some(())
+        });
+        assert!(back.is_some(), "node {} could not be added back", victim);
     }
     stop.store(true, Ordering::Relaxed);
     for t in clients {

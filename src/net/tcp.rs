@@ -51,6 +51,9 @@ pub struct TcpTransport {
     queues: RwLock<BTreeMap<NodeId, PeerQueue>>,
     /// The peers whose connections the listener accepts (shared with it).
     known: KnownPeers,
+    /// Addresses from this node's config file: they win over the ones a membership
+    /// carries, as a local route (a proxy, another interface, a name only this host uses).
+    pinned: BTreeMap<NodeId, String>,
 }
 
 /// Node ids allowed to connect; changes with the membership.
@@ -85,6 +88,7 @@ impl TcpTransport {
             secret,
             queues: RwLock::new(BTreeMap::new()),
             known: Arc::default(),
+            pinned: peers.iter().cloned().collect(),
         };
         t.set_peers(peers);
         Arc::new(t)
@@ -123,9 +127,13 @@ impl Transport for TcpTransport {
     /// Connection tasks start for new peers (or a peer's new address) and end for peers
     /// no longer listed (dropping the queue closes it).
     fn set_peers(&self, peers: &[(NodeId, String)]) {
+        let peers: Vec<(NodeId, String)> = peers
+            .iter()
+            .map(|(id, addr)| (*id, self.pinned.get(id).unwrap_or(addr).clone()))
+            .collect();
         let mut queues = write(&self.queues);
         queues.retain(|id, q| peers.iter().any(|(p, a)| p == id && *a == q.addr));
-        for (peer, addr) in peers {
+        for (peer, addr) in &peers {
             if *peer != self.self_id && !queues.contains_key(peer) {
                 let q = self.connect_to(*peer, addr);
                 queues.insert(*peer, q);

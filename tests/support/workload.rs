@@ -129,7 +129,6 @@ async fn members(sim: &Sim) -> Option<Vec<(NodeId, bool)>> {
         if let ClientResponse::Members(m) = r {
             return Some(m.into_iter().map(|m| (m.id, m.role == "voter")).collect());
         }
-
     }
     None
 }
@@ -156,10 +155,12 @@ async fn membership_fault(sim: &Sim) {
             let id = m[sim.rand_range(0, m.len() as u64 - 1) as usize].0;
             ClientRequest::ChangeMembership(MembershipChange::Remove { id })
         }
-        0 | 1 if !missing.is_empty() => ClientRequest::ChangeMembership(MembershipChange::AddLearner {
-            id: missing[0],
-            addrs: sim_addrs(missing[0]),
-        }),
+        0 | 1 if !missing.is_empty() => {
+            ClientRequest::ChangeMembership(MembershipChange::AddLearner {
+                id: missing[0],
+                addrs: sim_addrs(missing[0]),
+            })
+        }
         _ => ClientRequest::TransferLeader(None),
     };
     let _ = sim.request(via, request, Duration::from_secs(1)).await;
@@ -173,7 +174,12 @@ pub async fn restore_members(sim: &Sim, timeout: Duration) -> bool {
             if m.len() == sim.ids.len() && m.iter().all(|(_, v)| *v) {
                 return true;
             }
-            if let Some(id) = sim.ids.iter().copied().find(|id| !m.iter().any(|(x, _)| x == id)) {
+            if let Some(id) = sim
+                .ids
+                .iter()
+                .copied()
+                .find(|id| !m.iter().any(|(x, _)| x == id))
+            {
                 // Through a member: a removed node knows no leader to forward to.
                 let add = MembershipChange::AddLearner {
                     id,
