@@ -39,6 +39,13 @@ pub struct Config {
     /// ignored), shared by every member: peers prove they know it before any Raft message
     /// is read. Without it peers are not authenticated (a warning at start).
     pub cluster_secret_file: Option<PathBuf>,
+    /// Where the client API listens, if not at `http_addr` (which is what the node
+    /// advertises to others): for example `0.0.0.0:8000` in a container reached on several
+    /// networks.
+    pub http_listen: Option<String>,
+    /// Where the peer listener binds, if not at `raft_addr`: for example `0.0.0.0:9000`,
+    /// so the node keeps listening when its container is reconnected at a new address.
+    pub raft_listen: Option<String>,
     /// How long a client request may wait before the gateway answers 504, in ms
     /// (default 5000).
     pub request_timeout_ms: Option<u64>,
@@ -128,6 +135,12 @@ impl Config {
         }
         check_addr("http_addr", &self.http_addr)?;
         check_addr("raft_addr", &self.raft_addr)?;
+        if let Some(l) = &self.http_listen {
+            check_addr("http_listen", l)?;
+        }
+        if let Some(l) = &self.raft_listen {
+            check_addr("raft_listen", l)?;
+        }
         let mut ids = BTreeSet::from([self.id]);
         let mut addrs = BTreeSet::from([self.http_addr.clone(), self.raft_addr.clone()]);
         if self.http_addr == self.raft_addr {

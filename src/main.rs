@@ -53,6 +53,13 @@ enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Exit 0 if the node at ADDR answers /status, 1 otherwise (a container health check:
+    /// there is no shell or curl in the image).
+    Health {
+        /// The node's HTTP address (host:port).
+        #[arg(default_value = "127.0.0.1:8001")]
+        addr: String,
+    },
     /// List, add or remove cluster members.
     Member {
         #[command(subcommand)]
@@ -152,6 +159,30 @@ fn main() -> ExitCode {
         Command::Get { key, stale, opts } => report(opts.client().get(&key, stale), true),
         Command::Delete { key, opts } => report(opts.client().delete(&key), false),
         Command::Member { action, opts } => member(action, opts),
+        Command::Health { addr } => {
+            let addr = addr.trim_start_matches("http://");
+            match http_request(
+                addr,
+                "GET",
+                "/status",
+                &[],
+                b"",
+                std::time::Duration::from_secs(2),
+            ) {
+                Ok(r) if r.status == 200 => {
+                    println!("{}", r.body_text());
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    eprintln!("{}: status {}", addr, r.status);
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("{}: {}", addr, e);
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::TransferLeader { id, opts } => {
             let body = match id {
                 Some(id) => format!("{{\"target\": {}}}", id),

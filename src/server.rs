@@ -27,14 +27,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
         applied.index,
         applied.term
     );
-    let listener = tokio::net::TcpListener::bind(&config.raft_addr)
+    let raft_listen = config.raft_listen.as_deref().unwrap_or(&config.raft_addr);
+    let listener = tokio::net::TcpListener::bind(raft_listen)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot listen for peers on raft_addr {}: {}",
-                config.raft_addr, e
-            )
-        })?;
+        .map_err(|e| format!("cannot listen for peers on {}: {}", raft_listen, e))?;
     let peers: Vec<(NodeId, String)> = config
         .peers
         .iter()

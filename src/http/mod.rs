@@ -28,11 +28,12 @@ pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
     .max_connections(MAX_CLIENT_CONNECTIONS / HTTP_WORKERS)
     .shutdown_timeout(2)
     .disable_signals()
-    .bind(&config.http_addr)
+    .bind(config.http_listen.as_deref().unwrap_or(&config.http_addr))
     .map_err(|e| {
         format!(
-            "cannot listen for clients on http_addr {}: {}",
-            config.http_addr, e
+            "cannot listen for clients on {}: {}",
+            config.http_listen.as_deref().unwrap_or(&config.http_addr),
+            e
         )
     })?;
     let server = server.run();
