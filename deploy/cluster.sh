@@ -47,7 +47,7 @@ build() {
 		cargo build --release --target "$TARGET" --bin raftkv)
 	local ctx
 	ctx=$(mktemp -d)
-	cp "$ROOT/target/$TARGET/release/raftkv" "$ctx/raftkv"
+	cp "${CARGO_TARGET_DIR:-$ROOT/target}/$TARGET/release/raftkv" "$ctx/raftkv"
 	# Debug info is most of the file; the image does not need it.
 	if command -v strip >/dev/null; then strip --strip-debug "$ctx/raftkv"; fi
 	cp "$DEPLOY/Dockerfile" "$ctx/Dockerfile"
