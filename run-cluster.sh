@@ -88,6 +88,11 @@ raft_addr = "127.0.0.1:900$k"   # peer traffic
 # Peers prove they know this secret before any Raft message is read. The same file
 # for every node; run-cluster.sh creates it with random bytes if it is missing.
 cluster_secret_file = "data/cluster.secret"
+# Mutual TLS between peers: run-cluster.sh makes the CA and the node certificates
+# with 'raftkv certs --out data/tls' if they are missing.
+tls_ca_file = "data/tls/ca.pem"
+tls_cert_file = "data/tls/node$k.pem"
+tls_key_file = "data/tls/node$k.key"
 
 # Optional tuning (defaults shown):
 # election_timeout_min_ms = 300
@@ -125,6 +130,9 @@ data_dir = "data/node$k"
 http_addr = "127.0.0.1:800$k"   # client API
 raft_addr = "127.0.0.1:900$k"   # peer traffic
 cluster_secret_file = "data/cluster.secret"
+tls_ca_file = "data/tls/ca.pem"
+tls_cert_file = "data/tls/node$k.pem"
+tls_key_file = "data/tls/node$k.key"
 join = true
 EOF
 		for p in "$@"; do
@@ -155,6 +163,18 @@ ensure_secret() {
 	(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1") ||
 		die "cannot write the cluster secret $1"
 	note "created the cluster secret $1"
+}
+
+# ensure_certs K...: the cluster CA (data/tls/ca.pem, created once) and a certificate for
+# each node K that lacks one.
+ensure_certs() {
+	local ids
+	ids=$(
+		IFS=,
+		echo "$*"
+	)
+	"$BIN" certs --out data/tls --nodes "$ids" >/dev/null ||
+		die "cannot make TLS certificates in data/tls"
 }
 
 # config_dir N: where the configs of an N-node cluster live.
@@ -421,6 +441,19 @@ alive_http_except() {
 	echo "$out"
 }
 
+# await_leader: until some running node says it leads (10 s at most).
+await_leader() {
+	local deadline=$((SECONDS + 10)) e json
+	while ((SECONDS < deadline)); do
+		for e in $(running_nodes); do
+			json=$(status_json "${e%%:*}") || continue
+			[[ $(json_str "$json" role) == leader ]] && return 0
+		done
+		sleep 0.2
+	done
+	return 1
+}
+
 # cli ARGS...: the raftkv CLI against the running nodes.
 cli() {
 	local nodes
@@ -463,6 +496,7 @@ cmd_add() {
 	mkdir -p config/generated
 	cfg=config/generated/node$k-join.toml
 	gen_join_config "$k" "$cfg" "${peers[@]}"
+	ensure_certs "$k"
 	check_port_free "$k"
 	start_node "$k" "$cfg"
 	pid=$STARTED_PID
@@ -473,6 +507,7 @@ cmd_add() {
 		die "node $k exited right after starting (see logs/node$k.log)"
 	fi
 	echo "node $k: started in join mode (pid $pid, config $cfg, log logs/node$k.log)"
+	await_leader || die "no leader among the running nodes; node $k keeps running, waiting to be added"
 	if ! cli member add "$k" "127.0.0.1:900$k" "127.0.0.1:800$k"; then
 		die "the cluster did not add node $k (it keeps running, waiting; retry with: $BIN member add $k 127.0.0.1:900$k 127.0.0.1:800$k)"
 	fi
@@ -500,6 +535,8 @@ cmd_remove() {
 		echo "node $k: stopped (pid $pid); its data/node$k is no longer needed"
 	fi
 	rm -f "run/node$k.pid" "run/node$k.config"
+	# A removed leader steps down: wait for the next one, so the next command finds it.
+	await_leader || echo "run-cluster: warning: no leader yet among the remaining nodes" >&2
 }
 
 cmd_transfer() {
@@ -689,6 +726,7 @@ cmd_launch() {
 	fi
 	mkdir -p data logs run
 	ensure_secret data/cluster.secret
+	ensure_certs $(seq 1 "$NODES")
 	echo "$NODES" >data/cluster-size
 	for ((k = 1; k <= NODES; k++)); do
 		echo "$dir/node$k.toml" >"run/node$k.config"

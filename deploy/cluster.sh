@@ -7,8 +7,9 @@
 #   deploy/cluster.sh down [3|5]     stop it and delete its containers, network and volumes
 #   deploy/cluster.sh ps [3|5]       its containers
 #
-# Node K's client API is published at http://127.0.0.1:800K. The cluster secret every
-# node proves to its peers is deploy/config/cluster.secret, created on first use.
+# Node K's client API is published at http://127.0.0.1:800K. Peers talk mutual TLS with
+# the certificates in deploy/config/tls/ (ca.pem, nodeK.pem, nodeK.key) and prove the
+# cluster secret deploy/config/cluster.secret; both are created on first use.
 # Environment: RAFTKV_PROJECT (compose project name, default raftkv), COMPOSE (the compose
 # command, default docker-compose, e.g. COMPOSE="docker compose").
 set -euo pipefail
@@ -56,6 +57,19 @@ build() {
 	echo "deploy: built image $IMAGE"
 }
 
+# ensure_certs: the cluster CA and a certificate per node (1..5, the spare included) in
+# deploy/config/tls, made with the binary just built.
+ensure_certs() {
+	local dir=$DEPLOY/config/tls bin
+	[[ -s $dir/ca.pem && -s $dir/node5.key ]] && return 0
+	bin="${CARGO_TARGET_DIR:-$ROOT/target}/$TARGET/release/raftkv"
+	[[ -x $bin ]] || build
+	"$bin" certs --out "$dir" --nodes 1,2,3,4,5 >/dev/null
+	# The containers read the keys through a read-only bind mount.
+	chmod 644 "$dir"/node*.key
+	echo "deploy: created the cluster CA and node certificates in $dir"
+}
+
 ensure_secret() {
 	local f=$DEPLOY/config/cluster.secret
 	[[ -s $f ]] && return 0
@@ -82,6 +96,7 @@ up() {
 	compose_file "$n" >/dev/null
 	docker image inspect "$IMAGE" >/dev/null 2>&1 || build
 	ensure_secret
+	ensure_certs
 	compose "$n" up -d
 	wait_healthy "$n"
 }
@@ -91,6 +106,6 @@ build) build ;;
 up) up "${2:-3}" ;;
 down) compose "${2:-3}" --profile spare down -v --remove-orphans ;;
 ps) compose "${2:-3}" ps ;;
--h | --help | help | "") sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
+-h | --help | help | "") sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
 *) die "unknown command '$1' (see deploy/cluster.sh --help)" ;;
 esac

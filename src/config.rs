@@ -46,6 +46,19 @@ pub struct Config {
     /// Where the peer listener binds, if not at `raft_addr`: for example `0.0.0.0:9000`,
     /// so the node keeps listening when its container is reconnected at a new address.
     pub raft_listen: Option<String>,
+    /// Mutual TLS between peers: the cluster CA's certificate (PEM). With `tls_cert_file`
+    /// and `tls_key_file` (all three or none), every peer connection is TLS and a peer
+    /// without a certificate signed by this CA is refused. `raftkv certs` makes them.
+    pub tls_ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the CA.
+    pub tls_cert_file: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Serve the client API over HTTPS with `tls_cert_file`/`tls_key_file` (default false).
+    #[serde(default)]
+    pub https: bool,
+    /// With `https`: require clients to present a certificate signed by this CA (PEM).
+    pub https_client_ca_file: Option<PathBuf>,
     /// How long a client request may wait before the gateway answers 504, in ms
     /// (default 5000).
     pub request_timeout_ms: Option<u64>,
@@ -140,6 +153,23 @@ impl Config {
         }
         if let Some(l) = &self.raft_listen {
             check_addr("raft_listen", l)?;
+        }
+        let tls = [
+            self.tls_ca_file.is_some(),
+            self.tls_cert_file.is_some(),
+            self.tls_key_file.is_some(),
+        ];
+        if tls.iter().any(|x| *x) && !tls.iter().all(|x| *x) {
+            return Err(
+                "tls_ca_file, tls_cert_file and tls_key_file go together: give all three or none"
+                    .into(),
+            );
+        }
+        if self.https && self.tls_cert_file.is_none() {
+            return Err("https needs tls_cert_file and tls_key_file (and tls_ca_file)".into());
+        }
+        if self.https_client_ca_file.is_some() && !self.https {
+            return Err("https_client_ca_file needs https = true".into());
         }
         let mut ids = BTreeSet::from([self.id]);
         let mut addrs = BTreeSet::from([self.http_addr.clone(), self.raft_addr.clone()]);
@@ -264,6 +294,33 @@ impl Config {
         self.log_segment_mb
             .unwrap_or(64)
             .saturating_mul(1024 * 1024)
+    }
+
+    /// Mutual TLS for peer connections, if configured (the files are read now).
+    pub fn peer_tls(&self) -> Result<Option<crate::net::tls::PeerTls>, String> {
+        match (&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file) {
+            (Some(ca), Some(cert), Some(key)) => {
+                crate::net::tls::PeerTls::load(&crate::net::tls::TlsFiles { ca, cert, key })
+                    .map(Some)
+                    .map_err(|e| format!("peer TLS: {}", e))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The HTTPS configuration of the client API, if `https` is on.
+    pub fn https_config(&self) -> Result<Option<rustls::ServerConfig>, String> {
+        if !self.https {
+            return Ok(None);
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                crate::net::tls::server_config(cert, key, self.https_client_ca_file.as_deref())
+                    .map(Some)
+                    .map_err(|e| format!("https: {}", e))
+            }
+            _ => Err("https needs tls_cert_file and tls_key_file".into()),
+        }
     }
 
     /// The membership the config file describes: this node and its peers, all voters.

@@ -12,6 +12,7 @@
 //! - [`node`] wires one node's actors; [`server`] runs it on disk, TCP and HTTP.
 
 pub mod actors;
+pub mod certs;
 pub mod client;
 pub mod codec;
 pub mod config;

@@ -53,6 +53,23 @@ enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Make a cluster CA (or reuse the one in DIR) and a certificate per node, for mutual
+    /// TLS between peers (tls_ca_file, tls_cert_file, tls_key_file) and HTTPS.
+    Certs {
+        /// Where the files go: ca.pem, ca.key, nodeK.pem, nodeK.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// The node ids, comma-separated (e.g. 1,2,3).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<u64>,
+        /// Another name or IP address to put into every node certificate, besides
+        /// localhost, 127.0.0.1, nodeK and raft-nodeK (repeat the option for several).
+        #[arg(long)]
+        san: Vec<String>,
+        /// Replace node certificates that exist already.
+        #[arg(long)]
+        force: bool,
+    },
     /// Exit 0 if the node at ADDR answers /status, 1 otherwise (a container health check:
     /// there is no shell or curl in the image).
     Health {
@@ -159,6 +176,30 @@ fn main() -> ExitCode {
         Command::Get { key, stale, opts } => report(opts.client().get(&key, stale), true),
         Command::Delete { key, opts } => report(opts.client().delete(&key), false),
         Command::Member { action, opts } => member(action, opts),
+        Command::Certs {
+            out,
+            nodes,
+            san,
+            force,
+        } => match raftkv::certs::generate(&out, &nodes, &san, force) {
+            Ok(files) => {
+                for f in &files {
+                    println!("wrote {}", f.display());
+                }
+                if files.is_empty() {
+                    println!(
+                        "nothing to do: {} already holds certificates for nodes {:?} (--force replaces them)",
+                        out.display(),
+                        nodes
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("raftkv certs: {}", e);
+                ExitCode::from(1)
+            }
+        },
         Command::Health { addr } => {
             let addr = addr.trim_start_matches("http://");
             match http_request(

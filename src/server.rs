@@ -44,7 +44,30 @@ pub async fn serve(config: Config) -> Result<(), String> {
             config.id, config.raft_addr
         );
     }
-    let transport = TcpTransport::start(config.id, config.cluster_id(), &peers, secret.clone());
+    let tls = config.peer_tls()?;
+    if tls.is_some() {
+        info!(
+            "[node {}] peer connections use mutual TLS (CA {})",
+            config.id,
+            config
+                .tls_ca_file
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    } else {
+        warn!(
+            "[node {}] no tls_* files in the config: peer traffic is not encrypted",
+            config.id
+        );
+    }
+    let transport = TcpTransport::start(
+        config.id,
+        config.cluster_id(),
+        &peers,
+        secret.clone(),
+        tls.clone(),
+    );
     let tcp = transport.clone();
     let bootstrap = if config.join {
         Bootstrap::Join
@@ -74,6 +97,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             cluster_id: config.cluster_id().to_string(),
             peers: transport.known_peers(),
             secret,
+            tls,
         },
         node.consensus.clone().recipient(),
     ));

@@ -20,6 +20,11 @@ pub const MAX_CLIENT_CONNECTIONS: usize = 4096;
 pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
     let state = GatewayState::new(node.clone(), config.request_timeout());
     let handover = config.raft_options().election_timeout_max * 2;
+    let https = config.https_config()?;
+    let listen = config
+        .http_listen
+        .clone()
+        .unwrap_or_else(|| config.http_addr.clone());
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new().configure(|cfg| configure(cfg, state.clone()))
     })
@@ -27,15 +32,12 @@ pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
     // Connections beyond this wait in the listen backlog (each costs buffers and a task).
     .max_connections(MAX_CLIENT_CONNECTIONS / HTTP_WORKERS)
     .shutdown_timeout(2)
-    .disable_signals()
-    .bind(config.http_listen.as_deref().unwrap_or(&config.http_addr))
-    .map_err(|e| {
-        format!(
-            "cannot listen for clients on {}: {}",
-            config.http_listen.as_deref().unwrap_or(&config.http_addr),
-            e
-        )
-    })?;
+    .disable_signals();
+    let bound = match https {
+        Some(tls) => server.bind_rustls_0_23(&listen, tls),
+        None => server.bind(&listen),
+    };
+    let server = bound.map_err(|e| format!("cannot listen for clients on {}: {}", listen, e))?;
     let server = server.run();
     actix::spawn(stop_on_signal(node, server.handle(), handover));
     server

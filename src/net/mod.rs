@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod frame;
 pub mod tcp;
+pub mod tls;
 
 use actix::prelude::*;
 

@@ -17,6 +17,8 @@ use std::time::Duration;
 use log::{debug, info, warn};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::tls::{server_name, PeerTls};
 use tokio::sync::mpsc;
 
 use super::auth::{ClusterSecret, Side};
@@ -54,6 +56,8 @@ pub struct TcpTransport {
     /// Addresses from this node's config file: they win over the ones a membership
     /// carries, as a local route (a proxy, another interface, a name only this host uses).
     pinned: BTreeMap<NodeId, String>,
+    /// Mutual TLS for every connection, when configured.
+    tls: Option<PeerTls>,
 }
 
 /// Node ids allowed to connect; changes with the membership.
@@ -81,8 +85,10 @@ impl TcpTransport {
         cluster_id: &str,
         peers: &[(NodeId, String)],
         secret: ClusterSecret,
+        tls: Option<PeerTls>,
     ) -> Arc<Self> {
         let t = TcpTransport {
+            tls,
             self_id,
             cluster_id: cluster_id.to_string(),
             secret,
@@ -109,6 +115,7 @@ impl TcpTransport {
                 addr: addr.to_string(),
                 cluster_id: self.cluster_id.clone(),
                 secret: self.secret.clone(),
+                tls: self.tls.clone(),
             },
             Queued {
                 rx,
@@ -164,12 +171,17 @@ impl Transport for TcpTransport {
 }
 
 /// One outbound connection's identity.
+/// A peer connection once established: plain TCP, or TLS over it.
+trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for T {}
+
 struct Caller {
     self_id: NodeId,
     peer: NodeId,
     addr: String,
     cluster_id: String,
     secret: ClusterSecret,
+    tls: Option<PeerTls>,
 }
 
 /// Why a connection attempt failed.
@@ -182,11 +194,28 @@ enum ConnectFailure {
 
 impl Caller {
     /// Connects and completes the handshake; the stream is then ready for messages.
-    async fn connect(&self) -> Result<TcpStream, ConnectFailure> {
-        let mut stream = TcpStream::connect(&self.addr)
+    async fn connect(&self) -> Result<Box<dyn PeerStream>, ConnectFailure> {
+        let tcp = TcpStream::connect(&self.addr)
             .await
             .map_err(|e| ConnectFailure::Unreachable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Box<dyn PeerStream> = match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = server_name(&self.addr).map_err(ConnectFailure::Refused)?;
+                let tls_stream =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connector.connect(name, tcp))
+                        .await
+                        .map_err(|_| {
+                            ConnectFailure::Refused(format!(
+                                "no TLS handshake within {:?}",
+                                HANDSHAKE_TIMEOUT
+                            ))
+                        })?
+                        .map_err(|e| ConnectFailure::Refused(format!("TLS: {}", e)))?;
+                Box::new(tls_stream)
+            }
+        };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut stream)).await {
             Ok(Ok(())) => Ok(stream),
             Ok(Err(why)) => Err(ConnectFailure::Refused(why)),
@@ -317,7 +346,7 @@ async fn outbound(caller: Caller, mut rx: Queued) {
         backoff = BACKOFF_MIN;
         // What queued up while disconnected is stale; Raft resends what matters.
         while rx.try_recv().is_some() {}
-        let (mut rd, wr) = stream.into_split();
+        let (mut rd, wr) = tokio::io::split(stream);
         // The peer never writes after the handshake; a read returning means it closed (for
         // example it restarted), so reconnect before the next message is lost into it.
         let mut closed = tokio::spawn(async move {
@@ -375,6 +404,9 @@ pub struct Listener {
     pub cluster_id: String,
     pub peers: KnownPeers,
     pub secret: ClusterSecret,
+    /// Mutual TLS: a connection that does not present a certificate of the cluster's CA
+    /// is closed before anything else is read.
+    pub tls: Option<PeerTls>,
 }
 
 /// Refused connections, by remote host and reason: each logged once per interval.
@@ -544,12 +576,29 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 async fn inbound(
-    stream: TcpStream,
+    tcp: TcpStream,
     remote: SocketAddr,
     me: Listener,
     refusals: RefusalLog,
     sink: InboundSink,
 ) {
+    let stream: Box<dyn PeerStream> = match &me.tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    refuse(&refusals, me.self_id, remote, "tls", &format!("TLS: {}", e));
+                    return;
+                }
+                Err(_) => {
+                    let why = format!("no TLS handshake within {:?}", HANDSHAKE_TIMEOUT);
+                    refuse(&refusals, me.self_id, remote, "slow handshake", &why);
+                    return;
+                }
+            }
+        }
+    };
     let mut r = BufReader::with_capacity(64 * 1024, stream);
     let from = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut r, &me)).await {
         Ok(Ok(from)) => from,

@@ -137,6 +137,8 @@ pub struct Cluster {
     secret_files: std::collections::BTreeMap<u64, PathBuf>,
     /// Nodes started in join mode (added to a running cluster).
     joining: std::collections::BTreeSet<u64>,
+    /// Extra `key = value` lines for one node's config.
+    node_extra: std::collections::BTreeMap<u64, Vec<(String, String)>>,
 }
 
 impl Cluster {
@@ -167,6 +169,15 @@ impl Cluster {
         self.routes.insert((from, to), addr);
     }
 
+    /// Adds `key = value` to node `id`'s config (a TOML value: quote strings). Call
+    /// between [`Cluster::prepare`] and [`Cluster::launch`].
+    pub fn set_extra(&mut self, id: u64, key: &str, value: String) {
+        self.node_extra
+            .entry(id)
+            .or_default()
+            .push((key.to_string(), value));
+    }
+
     /// Gives node `id` another cluster secret file (`None`: no secret). Call between
     /// [`Cluster::prepare`] and [`Cluster::launch`].
     pub fn set_secret_file(&mut self, id: u64, path: Option<PathBuf>) {
@@ -182,6 +193,12 @@ impl Cluster {
         for id in self.ids() {
             self.wait_until_serving(id, Duration::from_secs(10));
         }
+    }
+
+    /// Writes the configs and spawns every node without waiting for `/status` (for nodes
+    /// the harness cannot ask: HTTPS).
+    pub fn launch_no_wait_public(&mut self) {
+        self.launch_no_wait();
     }
 
     fn launch_no_wait(&mut self) {
@@ -235,6 +252,7 @@ impl Cluster {
             routes: std::collections::BTreeMap::new(),
             secret_files,
             joining: std::collections::BTreeSet::new(),
+            node_extra: std::collections::BTreeMap::new(),
         }
     }
 
@@ -274,6 +292,9 @@ impl Cluster {
         }
         if self.joining.contains(&id) {
             t.push_str("join = true\n");
+        }
+        for (key, value) in self.node_extra.get(&id).into_iter().flatten() {
+            t.push_str(&format!("{} = {}\n", key, value));
         }
         for p in self.nodes.iter().filter(|p| p.id != id) {
             t.push_str(&format!(
@@ -800,7 +821,7 @@ fn text((status, body): (u16, Vec<u8>)) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn toml_str(s: &str) -> String {
+pub fn toml_str(s: &str) -> String {
     let mut out = String::from("\"");
     for ch in s.chars() {
         match ch {
