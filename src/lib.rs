@@ -18,6 +18,7 @@ pub mod codec;
 pub mod config;
 pub mod http;
 pub mod kv;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod raft;

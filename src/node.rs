@@ -13,6 +13,7 @@ use crate::actors::state_machine::{
     SyncPolicy,
 };
 use crate::kv::KvStore;
+use crate::metrics::Metrics;
 use crate::net::Transport;
 use crate::raft::{LogPoint, Membership, NodeId, RaftCore, RaftLog};
 use crate::storage::{compact_log, InitialState, Storage};
@@ -53,6 +54,7 @@ pub struct NodeHandle {
     pub id: NodeId,
     pub consensus: Addr<Consensus>,
     pub state_machine: Addr<StateMachine>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Makes the log agree with the store it restarts with. The store is the snapshot: the log
@@ -130,7 +132,8 @@ pub fn start_node(
         core.membership(),
         core.membership_index()
     );
-    let log_store = LogStore::new(storage, options.sim_fsync_latency).start();
+    let metrics = Arc::new(Metrics::new(id));
+    let log_store = LogStore::new(storage, options.sim_fsync_latency, metrics.clone()).start();
     let sync = SyncPolicy {
         every_entries: options.store_sync_entries,
         every_bytes: options.store_sync_bytes,
@@ -148,6 +151,7 @@ pub fn start_node(
             durable: ctx.address().recipient(),
             chunks: ctx.address().recipient(),
             applied: applied_gauge.clone(),
+            metrics: metrics.clone(),
         };
         let sm = StateMachine::new(id, store, applied, Some(links))
             .with_observer(observer)
@@ -178,6 +182,7 @@ pub fn start_node(
                     addr: sm,
                     applied: applied_gauge,
                 },
+                metrics: metrics.clone(),
             },
             clock,
             seed ^ 0x5eed,
@@ -189,5 +194,6 @@ pub fn start_node(
         id,
         consensus,
         state_machine,
+        metrics,
     })
 }

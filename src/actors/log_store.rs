@@ -4,11 +4,13 @@
 //! async threads; the in-memory storage of the simulator answers on the actor's own thread,
 //! after a configurable simulated fsync latency, so simulated runs stay deterministic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use log::{error, warn};
 
+use crate::metrics::Metrics;
 use crate::raft::PersistBatch;
 use crate::storage::{Storage, StorageError};
 
@@ -26,13 +28,15 @@ pub struct LogStore {
     storage: Option<Box<dyn Storage>>,
     /// Simulated fsync time for non-blocking (in-memory) storage.
     sim_latency: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl LogStore {
-    pub fn new(storage: Box<dyn Storage>, sim_latency: Duration) -> Self {
+    pub fn new(storage: Box<dyn Storage>, sim_latency: Duration, metrics: Arc<Metrics>) -> Self {
         LogStore {
             storage: Some(storage),
             sim_latency,
+            metrics,
         }
     }
 }
@@ -57,10 +61,15 @@ impl Handler<PersistCmd> for LogStore {
         };
         if storage.is_blocking() {
             let mut storage = storage;
+            let metrics = self.metrics.clone();
             let job = tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
                 let result = storage.persist(&batch);
                 let took = started.elapsed();
+                metrics.fsync_latency.observe(took.as_secs_f64());
+                metrics
+                    .fsync_batch_entries
+                    .observe(batch.entries.len() as f64);
                 if took >= Duration::from_millis(50) {
                     warn!(
                         "log write of {} entries took {} ms (a slow or busy disk)",

@@ -45,6 +45,7 @@ pub struct CoreLink {
     pub progress: Recipient<Replicated>,
     /// The state machine, which streams snapshots from a consistent read view.
     pub snapshots: Recipient<OpenSnapshot>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// New entries were appended: send them if flow control allows.
@@ -87,6 +88,7 @@ pub struct Replicator {
     progress: Progress,
     log: Recipient<ReadLog>,
     core: Recipient<Replicated>,
+    metrics: Arc<crate::metrics::Metrics>,
     snapshots: Recipient<OpenSnapshot>,
     transport: Arc<dyn Transport>,
     limits: ReplicationLimits,
@@ -139,6 +141,7 @@ impl Replicator {
             progress: Progress::new(next_index, limits.max_inflight),
             log: core.log,
             core: core.progress,
+            metrics: core.metrics,
             snapshots: core.snapshots,
             transport,
             limits,
@@ -207,6 +210,9 @@ impl Replicator {
         let Some(t) = self.snapshot.as_ref() else {
             return;
         };
+        self.metrics
+            .snapshot_sent_bytes
+            .inc_by(chunk.data.len() as u64);
         self.transport.send(
             self.peer,
             Message::InstallSnapshot {
@@ -404,6 +410,10 @@ impl Replicator {
                                 act.progress.sent(last.index);
                             }
                             act.heartbeat_due = false;
+                            act.metrics
+                                .append_entries_sent
+                                .with_label_values(&[&act.peer.to_string()])
+                                .inc();
                             act.transport.send(
                                 act.peer,
                                 Message::AppendEntries {
@@ -546,6 +556,10 @@ impl Handler<PeerResponse> for Replicator {
         if success {
             self.progress.on_success(match_index);
         } else if let Some(hint) = reject {
+            self.metrics
+                .append_entries_rejected
+                .with_label_values(&[&self.peer.to_string()])
+                .inc();
             if self.progress.on_reject(&hint) {
                 debug!(
                     "[node {} term {}] peer {} refused at {}: next_index now {}",

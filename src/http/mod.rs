@@ -25,8 +25,36 @@ pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
         .http_listen
         .clone()
         .unwrap_or_else(|| config.http_addr.clone());
+    let metrics = node.metrics.clone();
     let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new().configure(|cfg| configure(cfg, state.clone()))
+        let metrics = metrics.clone();
+        actix_web::App::new()
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service;
+                let route = routes::route_label(req.path());
+                let started = std::time::Instant::now();
+                let metrics = metrics.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let class = match res.status().as_u16() {
+                        200..=299 => "2xx",
+                        300..=399 => "3xx",
+                        400..=499 => "4xx",
+                        _ => "5xx",
+                    };
+                    metrics
+                        .http_requests
+                        .with_label_values(&[route, class])
+                        .inc();
+                    metrics
+                        .http_latency
+                        .with_label_values(&[route])
+                        .observe(started.elapsed().as_secs_f64());
+                    Ok(res)
+                }
+            })
+            .configure(|cfg| configure(cfg, state.clone()))
     })
     .workers(HTTP_WORKERS)
     // Connections beyond this wait in the listen backlog (each costs buffers and a task).

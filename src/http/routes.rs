@@ -7,7 +7,9 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::actors::consensus::{ClientCall, GetStatus};
+use crate::actors::consensus::{
+    now_ms, ClientCall, ClusterEvent, GetEvents, GetMemberAddrs, GetStatus, NodeStatus,
+};
 use crate::kv::{
     ApplyResult, ClientRequest, ClientResponse, ClientSession, KvOp, ReadConsistency, FIRST_SEQ,
     MAX_KEY_BYTES, MAX_VALUE_BYTES,
@@ -62,6 +64,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: GatewayState) {
         .route("/cluster/members", web::post().to(add_member))
         .route("/cluster/members/{id}", web::delete().to(remove_member))
         .route("/cluster/leader", web::post().to(transfer_leader))
+        .route("/cluster/events", web::get().to(events))
+        .route("/cluster/overview", web::get().to(overview))
+        .route("/metrics", web::get().to(metrics))
+        .route("/ui", web::get().to(ui))
         .default_service(web::to(not_found));
 }
 
@@ -192,18 +198,23 @@ pub async fn dispatch(
             reason: "node is shutting down".into(),
             leader: None,
         },
-        Err(_) => ClientResponse::Unknown {
-            reason: format!(
-                "timed out after {:?}; {}",
-                timeout,
-                if is_write {
-                    "the write may or may not be applied"
-                } else {
-                    "the read was not answered"
-                }
-            ),
-            leader: None,
-        },
+        Err(_) => {
+            if is_write {
+                node.metrics.proposals.with_label_values(&["timeout"]).inc();
+            }
+            ClientResponse::Unknown {
+                reason: format!(
+                    "timed out after {:?}; {}",
+                    timeout,
+                    if is_write {
+                        "the write may or may not be applied"
+                    } else {
+                        "the read was not answered"
+                    }
+                ),
+                leader: None,
+            }
+        }
     }
 }
 
@@ -485,6 +496,139 @@ async fn transfer_leader(state: web::Data<GatewayState>, body: web::Bytes) -> Ht
     respond(call(&state, ClientRequest::TransferLeader(to.target)).await)
 }
 
+async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.node.metrics.render())
+}
+
+async fn events(state: web::Data<GatewayState>) -> HttpResponse {
+    match state.node.consensus.send(GetEvents).await {
+        Ok(events) => HttpResponse::Ok()
+            .insert_header(("Access-Control-Allow-Origin", "*"))
+            .json(json!({ "id": state.node.id, "now_ms": now_ms(), "events": events })),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is shutting down",
+            None,
+        ),
+    }
+}
+
+/// One member as the cluster page sees it.
+#[derive(serde::Serialize)]
+struct NodeView {
+    id: NodeId,
+    http_addr: String,
+    /// This node got an answer from it.
+    reachable: bool,
+    status: Option<serde_json::Value>,
+    events: Vec<ClusterEvent>,
+}
+
+/// `GET /status` and `GET /cluster/events` of another member, over plain HTTP.
+async fn peer_view(id: NodeId, addr: String) -> NodeView {
+    let a = addr.clone();
+    let fetched = tokio::task::spawn_blocking(move || {
+        let get = |path: &str| -> Option<serde_json::Value> {
+            let r =
+                crate::client::http_request(&a, "GET", path, &[], b"", Duration::from_millis(800))
+                    .ok()?;
+            (r.status == 200)
+                .then(|| serde_json::from_slice(&r.body).ok())
+                .flatten()
+        };
+        (get("/status"), get("/cluster/events"))
+    })
+    .await
+    .unwrap_or((None, None));
+    let events = fetched
+        .1
+        .and_then(|v| serde_json::from_value::<Vec<ClusterEvent>>(v["events"].clone()).ok())
+        .unwrap_or_default();
+    NodeView {
+        id,
+        http_addr: addr,
+        reachable: fetched.0.is_some(),
+        status: fetched.0,
+        events,
+    }
+}
+
+/// Everything the cluster page shows, gathered by this node: every member's status and
+/// events, and the leader's view of replication.
+async fn overview(state: web::Data<GatewayState>) -> HttpResponse {
+    let node = &state.node;
+    let (Ok(members), Ok(status), Ok(events)) = (
+        node.consensus.send(GetMemberAddrs).await,
+        node.consensus.send(GetStatus).await,
+        node.consensus.send(GetEvents).await,
+    ) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is shutting down",
+            None,
+        );
+    };
+    let mut views = Vec::new();
+    let mut pending = Vec::new();
+    for (id, addr) in members.iter().cloned() {
+        if id == node.id {
+            continue;
+        }
+        pending.push(tokio::spawn(peer_view(id, addr)));
+    }
+    let own: NodeStatus = status;
+    views.push(NodeView {
+        id: node.id,
+        http_addr: members
+            .iter()
+            .find(|(id, _)| *id == node.id)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default(),
+        reachable: true,
+        status: serde_json::to_value(&own).ok(),
+        events,
+    });
+    for p in pending {
+        if let Ok(v) = p.await {
+            views.push(v);
+        }
+    }
+    views.sort_by_key(|v| v.id);
+    let replication = match dispatch(node, ClientRequest::Members, Duration::from_secs(1)).await {
+        ClientResponse::Members(m) => serde_json::to_value(m).ok(),
+        _ => None,
+    };
+    HttpResponse::Ok().json(json!({
+        "self": node.id,
+        "now_ms": now_ms(),
+        "nodes": views,
+        "replication": replication,
+    }))
+}
+
+async fn ui() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("ui.html"))
+}
+
+/// The route label of a path, for the request metrics.
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        p if p.starts_with("/kv") => "/kv",
+        "/status" => "/status",
+        "/metrics" => "/metrics",
+        "/ui" => "/ui",
+        p if p.starts_with("/cluster/members") => "/cluster/members",
+        "/cluster/leader" => "/cluster/leader",
+        "/cluster/events" => "/cluster/events",
+        "/cluster/overview" => "/cluster/overview",
+        _ => "other",
+    }
+}
+
 async fn method_not_allowed() -> HttpResponse {
     HttpResponse::MethodNotAllowed()
         .insert_header(("Allow", "GET, PUT, DELETE"))
@@ -494,8 +638,9 @@ async fn method_not_allowed() -> HttpResponse {
 async fn not_found() -> HttpResponse {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: use /kv/{key} (PUT, GET, DELETE), GET /status, \
-         /cluster/members (GET, POST, DELETE /cluster/members/{id}) or POST /cluster/leader",
+        "no such endpoint: use /kv/{key} (PUT, GET, DELETE), GET /status, GET /metrics, \
+         GET /ui, /cluster/members (GET, POST, DELETE /cluster/members/{id}), \
+         POST /cluster/leader or GET /cluster/events",
         None,
     )
 }

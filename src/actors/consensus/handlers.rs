@@ -145,6 +145,17 @@ impl Handler<Replicated> for Consensus {
 
     fn handle(&mut self, msg: Replicated, ctx: &mut Context<Self>) {
         if self.core.role() == Role::Leader && msg.term == self.core.current_term() {
+            self.metrics
+                .peer_lag
+                .with_label_values(&[&msg.peer.to_string()])
+                .set(self.core.log().last_index().saturating_sub(msg.match_index) as i64);
+            if msg.snapshot.is_some() && !self.transfers.contains_key(&msg.peer) {
+                let index = msg.snapshot.map_or(0, |(i, _)| i);
+                self.event(
+                    "snapshot",
+                    format!("sending index {} to node {}", index, msg.peer),
+                );
+            }
             match msg.snapshot {
                 Some((index, bytes_stored)) => {
                     self.transfers.insert(
@@ -188,6 +199,15 @@ impl Handler<ChunkStored> for Consensus {
     fn handle(&mut self, msg: ChunkStored, ctx: &mut Context<Self>) {
         if msg.installed {
             self.store_durable = self.store_durable.max(msg.snapshot.index);
+            if msg.snapshot.index > self.core.commit_index() {
+                self.event(
+                    "snapshot",
+                    format!(
+                        "installed index {} from node {}",
+                        msg.snapshot.index, msg.from
+                    ),
+                );
+            }
         }
         let effects = self.core.on_snapshot_chunk(
             msg.from,
@@ -218,6 +238,30 @@ impl Handler<GetStatus> for Consensus {
             store_durable_index: self.store_durable,
             snapshot_transfers: self.transfers.values().cloned().collect(),
         })
+    }
+}
+
+impl Handler<GetEvents> for Consensus {
+    type Result = MessageResult<GetEvents>;
+
+    fn handle(&mut self, _: GetEvents, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.events.iter().cloned().collect())
+    }
+}
+
+impl Handler<GetMemberAddrs> for Consensus {
+    type Result = MessageResult<GetMemberAddrs>;
+
+    fn handle(&mut self, _: GetMemberAddrs, _ctx: &mut Context<Self>) -> Self::Result {
+        let m = self.core.membership();
+        let mut out: Vec<(NodeId, String)> = m
+            .voters
+            .iter()
+            .chain(m.learners.iter())
+            .map(|(id, a)| (*id, a.http_addr.clone()))
+            .collect();
+        out.sort();
+        MessageResult(out)
     }
 }
 

@@ -27,6 +27,7 @@ use super::state_machine::{
 };
 use crate::codec;
 use crate::kv::{ClientRequest, ClientResponse, Command, MemberInfo, ReadConsistency};
+use crate::metrics::Metrics;
 use crate::net::{Inbound, Transport};
 use crate::raft::{
     ChangeError, Effect, LogIndex, Membership, Message, NodeId, Payload, ProposeError, RaftCore,
@@ -112,6 +113,12 @@ pub struct Consensus {
     clock: LogClock,
     store_durable: LogIndex,
     transfers: BTreeMap<NodeId, SnapshotTransfer>,
+    metrics: Arc<Metrics>,
+    events: VecDeque<ClusterEvent>,
+    /// Role and term as of the last event, to notice changes.
+    last_role: Option<(Role, Term)>,
+    /// When this leader proposed each of its entries still in flight (commit latency).
+    proposed_at: VecDeque<(LogIndex, std::time::Instant)>,
     /// Every member's peer address seen by this process: a leader that has just removed
     /// itself is still answered until another one leads.
     address_book: BTreeMap<NodeId, String>,
@@ -125,6 +132,39 @@ pub struct ConsensusLinks {
     pub timer: Addr<ElectionTimer>,
     pub log_store: Addr<LogStore>,
     pub state_machine: StateMachineRef,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Something an operator wants on the timeline: a role or term change, a new leader, a
+/// membership change, a snapshot. Kept in a bounded ring (`GET /cluster/events`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterEvent {
+    /// Wall-clock time, ms since the Unix epoch.
+    pub at_ms: u64,
+    pub term: Term,
+    /// "role", "leader", "membership" or "snapshot".
+    pub kind: String,
+    /// The new role, the new leader's id, the new membership, the snapshot's index.
+    pub detail: String,
+}
+
+/// How many events a node keeps.
+pub const MAX_EVENTS: usize = 1000;
+
+/// This node's recent events, oldest first.
+#[derive(actix::Message)]
+#[rtype(result = "Vec<ClusterEvent>")]
+pub struct GetEvents;
+
+/// The members (id, http address) of the configuration in force, for the cluster page.
+#[derive(actix::Message)]
+#[rtype(result = "Vec<(NodeId, String)>")]
+pub struct GetMemberAddrs;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Consensus {
@@ -144,6 +184,7 @@ impl Consensus {
                     addr: state_machine,
                     applied,
                 },
+            metrics,
         } = links;
         // On start the commit index is what the state machine has applied.
         let core_snapshot_index = core.commit_index();
@@ -171,6 +212,10 @@ impl Consensus {
             transfers: BTreeMap::new(),
             leader_transfers: Vec::new(),
             address_book: BTreeMap::new(),
+            metrics,
+            events: VecDeque::new(),
+            last_role: None,
+            proposed_at: VecDeque::new(),
             stopped: false,
         }
         .reaching_members()
@@ -216,9 +261,14 @@ impl Consensus {
     /// Carries out what the core decided, in order.
     fn run(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
         self.execute(effects, ctx);
+        self.observe();
         let leader = self.core.leader_id();
         if leader != self.known_leader {
             self.known_leader = leader;
+            if let Some(l) = leader {
+                self.metrics.leader_changes.inc();
+                self.event("leader", l.to_string());
+            }
             self.abandon_forwards(leader);
             let m = self.core.membership().clone();
             self.set_transport_peers(&m);
@@ -237,6 +287,44 @@ impl Consensus {
                     });
                 }
             }
+        }
+    }
+
+    /// Records an event in the ring.
+    fn event(&mut self, kind: &str, detail: String) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(ClusterEvent {
+            at_ms: now_ms(),
+            term: self.core.current_term(),
+            kind: kind.to_string(),
+            detail,
+        });
+    }
+
+    /// Brings the metrics up to date with the core, and notes role and term changes.
+    fn observe(&mut self) {
+        let st = self.core.status();
+        let m = &self.metrics;
+        m.term.set(st.term as i64);
+        m.leader_id.set(st.leader.unwrap_or(0) as i64);
+        m.commit_index.set(st.commit_index as i64);
+        m.last_log_index.set(st.last_log_index as i64);
+        m.snapshot_index.set(st.snapshot_index as i64);
+        m.applied_index.set(self.applied.get() as i64);
+        m.pending_requests
+            .set((self.waiters.len() + self.reads.len() + self.forwards.len()) as i64);
+        if self.last_role != Some((st.role, st.term)) {
+            let was = self.last_role.map(|(r, _)| r);
+            match st.role {
+                Role::Candidate => m.elections_started.inc(),
+                Role::Leader if was != Some(Role::Leader) => m.elections_won.inc(),
+                _ => {}
+            }
+            m.set_role(&st.role.to_string());
+            self.last_role = Some((st.role, st.term));
+            self.event("role", st.role.to_string());
         }
     }
 
@@ -263,6 +351,7 @@ impl Consensus {
                 log: ctx.address().recipient(),
                 progress: ctx.address().recipient(),
                 snapshots: self.state_machine.clone().recipient(),
+                metrics: self.metrics.clone(),
             },
             self.transport.clone(),
             limits,
@@ -275,6 +364,7 @@ impl Consensus {
     /// to exactly them.
     fn membership_changed(&mut self, m: Membership, ctx: &mut Context<Self>) {
         self.set_transport_peers(&m);
+        self.event("membership", m.to_string());
         if self.core.role() != Role::Leader {
             return;
         }
@@ -388,6 +478,8 @@ impl Consensus {
                 Effect::SteppedDown => {
                     self.stop_replicators();
                     self.abandon_waiters();
+                    self.proposed_at.clear();
+                    self.metrics.peer_lag.reset();
                 }
                 Effect::ReplicateNow => {
                     for r in self.replicators.values() {
@@ -401,6 +493,15 @@ impl Consensus {
                 }
                 Effect::Apply(entries) => {
                     let last = entries.last().map_or(0, |e| e.index);
+                    while let Some((index, at)) = self.proposed_at.front() {
+                        if *index > last {
+                            break;
+                        }
+                        self.metrics
+                            .commit_latency
+                            .observe(at.elapsed().as_secs_f64());
+                        self.proposed_at.pop_front();
+                    }
                     let later = self.waiters.split_off(&(last + 1));
                     let waiters = std::mem::replace(&mut self.waiters, later)
                         .into_iter()
@@ -552,11 +653,27 @@ impl Consensus {
                     Ok((index, term)) => {
                         // Registered before any Apply for this index can be sent.
                         self.waiters.insert(index, (term, tx));
+                        self.metrics
+                            .proposals
+                            .with_label_values(&["accepted"])
+                            .inc();
+                        if self.proposed_at.len() < 100_000 {
+                            self.proposed_at
+                                .push_back((index, std::time::Instant::now()));
+                        }
                     }
                     Err(ProposeError::NotLeader) => {
+                        self.metrics
+                            .proposals
+                            .with_label_values(&["not_leader"])
+                            .inc();
                         let _ = tx.send(self.unavailable());
                     }
                     Err(ProposeError::Transferring { target }) => {
+                        self.metrics
+                            .proposals
+                            .with_label_values(&["overloaded"])
+                            .inc();
                         let _ = tx.send(ClientResponse::Overloaded {
                             reason: format!(
                                 "leadership is being handed to node {}; not applied, retry \
@@ -566,6 +683,10 @@ impl Consensus {
                         });
                     }
                     Err(ProposeError::Overloaded { entries, bytes }) => {
+                        self.metrics
+                            .proposals
+                            .with_label_values(&["overloaded"])
+                            .inc();
                         let _ = tx.send(ClientResponse::Overloaded {
                             reason: format!(
                                 "overloaded: {} entries ({} KiB) are waiting to commit; not \

@@ -129,6 +129,7 @@ pub struct StateMachineLinks {
     pub durable: Recipient<StoreDurable>,
     pub chunks: Recipient<ChunkStored>,
     pub applied: AppliedGauge,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub struct StateMachine {
@@ -466,6 +467,11 @@ impl StateMachine {
                 return;
             }
         };
+        if let Some(l) = &self.links {
+            l.metrics
+                .apply_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
         slow(
             if durable {
                 "store sync"

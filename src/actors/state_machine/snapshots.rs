@@ -238,6 +238,11 @@ impl Handler<InstallChunk> for StateMachine {
             return;
         }
         if !msg.data.is_empty() {
+            if let Some(l) = &self.links {
+                l.metrics
+                    .snapshot_received_bytes
+                    .inc_by(msg.data.len() as u64);
+            }
             if let Err(e) = inst.write_chunk(&msg.data) {
                 warn!(
                     "[node {}] snapshot chunk at offset {} from node {} rejected: {}; starting over",
