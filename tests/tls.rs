@@ -137,7 +137,7 @@ fn an_expired_certificate_is_refused() {
     use_tls(&mut c, 2, &dir);
     use_tls(&mut c, 3, &dir);
     c.launch();
-    kept_out(&c, &["Expired", "expired"], &["TLS"]);
+    kept_out(&c, &["expired", "Expired"], &["expired", "Expired"]);
 }
 
 #[test]

@@ -305,14 +305,21 @@ async fn outbound(caller: Caller, mut rx: Queued) {
     let mut backoff = BACKOFF_MIN;
     let mut failures = LogEvery::new(LOG_INTERVAL);
     let mut failing = false;
+    let mut last_refused: Option<bool> = None;
     loop {
         let stream = match caller.connect().await {
             Ok(s) => s,
             Err(failure) => {
-                let (why, cap) = match failure {
-                    ConnectFailure::Unreachable(why) => (why, BACKOFF_MAX),
-                    ConnectFailure::Refused(why) => (why, REFUSED_BACKOFF_MAX),
+                let (why, cap, refused) = match failure {
+                    ConnectFailure::Unreachable(why) => (why, BACKOFF_MAX, false),
+                    ConnectFailure::Refused(why) => (why, REFUSED_BACKOFF_MAX, true),
                 };
+                // A new kind of failure (the peer came up but refuses us) is news: say it
+                // now, not at the end of the interval.
+                if last_refused != Some(refused) {
+                    failures.reset();
+                    last_refused = Some(refused);
+                }
                 if let Some(held) = failures.check() {
                     let again = if held > 0 {
                         format!("; {} more failed attempts since the last report", held)
@@ -343,6 +350,7 @@ async fn outbound(caller: Caller, mut rx: Queued) {
         );
         failing = false;
         failures.reset();
+        last_refused = None;
         backoff = BACKOFF_MIN;
         // What queued up while disconnected is stale; Raft resends what matters.
         while rx.try_recv().is_some() {}
