@@ -210,8 +210,11 @@ impl Metrics {
     }
 }
 
-/// One sample of a text exposition: (name, labels, value). For tests and tools.
-pub fn parse_text(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// One sample of a text exposition: (name, labels, value).
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// Every sample of a text exposition. For tests and tools.
+pub fn parse_text(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.trim();
