@@ -258,6 +258,8 @@ EXTRA_STOP=()
 stop_nodes() {
 	local quiet=${1:-} k pid i alive e
 	local ks=() pids=()
+	# A launcher watching the nodes must not report them as crashed.
+	mkdir -p run && : >run/stopping
 	for ((k = 1; k <= MAX_NODES; k++)); do
 		[[ -f run/node$k.pid ]] || continue
 		pid=$(pid_of "$k")
@@ -281,6 +283,7 @@ stop_nodes() {
 		fi
 	done
 	if ((${#pids[@]} == 0)); then
+		rm -f run/stopping
 		[[ -n $quiet ]] || echo "no running nodes"
 		return 0
 	fi
@@ -307,6 +310,7 @@ stop_nodes() {
 		fi
 		remove_pidfile "$k" "$pid"
 	done
+	rm -f run/stopping
 }
 
 have_curl() {
@@ -646,7 +650,7 @@ monitor() {
 		if node_alive "$pid"; then alive=1; fi
 		if [[ $pid != "${LAST_PID[k]:-}" ]]; then
 			if ((alive)); then note "node $k is up (pid $pid)"; fi
-		elif ((!alive && ${LAST_ALIVE[k]:-0})); then
+		elif ((!alive && ${LAST_ALIVE[k]:-0})) && [[ ! -e run/stopping ]]; then
 			note "node $k (pid $pid) is down — restart it with: $PROG start $k"
 		fi
 		LAST_PID[k]=$pid
@@ -696,7 +700,7 @@ cmd_launch() {
 		rm -rf -- data logs run
 	fi
 	# No node is alive: forget pidfiles/configs of earlier runs.
-	rm -f run/node*.pid run/node*.config
+	rm -f run/node*.pid run/node*.config run/stopping
 
 	# data/ belongs to one membership: a 5-node run must not reuse a 3-node run's logs.
 	if [[ ! -f data/cluster-size ]] && compgen -G "data/node*" >/dev/null; then

@@ -154,6 +154,20 @@ pub struct KvClient {
     preferred: usize,
     /// Retry after a 504 (safe for key-value calls: exactly-once sessions).
     retry_unknown: bool,
+    /// Say on stderr, about once a second, that the call is still being retried and the
+    /// most informative answer so far (the CLI sets it).
+    pub progress: bool,
+}
+
+/// How informative a failed attempt is: an answer from a node beats a refused connection,
+/// and "outcome unknown" (504) beats everything, since it means an earlier attempt may
+/// have taken effect.
+fn rank(r: &KvResult) -> u8 {
+    match r {
+        KvResult::Failed { status: 0, .. } => 0,
+        KvResult::Failed { status: 504, .. } => 2,
+        _ => 1,
+    }
 }
 
 impl KvClient {
@@ -166,6 +180,7 @@ impl KvClient {
             attempt_timeout: Duration::from_secs(6),
             preferred: 0,
             retry_unknown: true,
+            progress: false,
         }
     }
 
@@ -224,21 +239,23 @@ impl KvClient {
         body: &[u8],
     ) -> KvResult {
         let start = Instant::now();
-        let mut last = KvResult::Failed {
+        let mut best = KvResult::Failed {
             status: 0,
             message: "no attempt made".into(),
         };
         let mut attempt = 0u32;
+        let mut told = Duration::ZERO;
         while start.elapsed() < self.deadline {
             let node = self.nodes[self.preferred % self.nodes.len()].clone();
-            match http_request(&node, method, path, headers, body, self.attempt_timeout) {
+            let last = match http_request(&node, method, path, headers, body, self.attempt_timeout)
+            {
                 Ok(r) if (200..300).contains(&r.status) => return KvResult::Ok(r.body),
                 Ok(r) if r.status == 404 && method == "GET" => return KvResult::NotFound,
                 Ok(r) if r.status == 503 || (r.status == 504 && self.retry_unknown) => {
-                    last = KvResult::Failed {
+                    KvResult::Failed {
                         status: r.status,
-                        message: r.body_text(),
-                    };
+                        message: format!("{}: {}", node, r.body_text().trim()),
+                    }
                 }
                 Ok(r) => {
                     return KvResult::Failed {
@@ -246,18 +263,34 @@ impl KvClient {
                         message: r.body_text(),
                     }
                 }
-                Err(e) => {
-                    last = KvResult::Failed {
-                        status: 0,
-                        message: format!("{}: {}", node, e),
-                    };
+                Err(e) => KvResult::Failed {
+                    status: 0,
+                    message: format!("{}: {}", node, e),
+                },
+            };
+            if rank(&last) >= rank(&best) {
+                best = last;
+            }
+            let waited = start.elapsed();
+            if self.progress
+                && waited >= Duration::from_secs(1)
+                && waited >= told + Duration::from_secs(1)
+            {
+                told = waited;
+                if let KvResult::Failed { status, message } = &best {
+                    eprintln!(
+                        "raftkv: no definite answer after {:.1} s, still trying (best answer so far: {}{})",
+                        waited.as_secs_f64(),
+                        if *status == 0 { String::new() } else { format!("{} ", status) },
+                        message
+                    );
                 }
             }
             self.preferred += 1;
             attempt += 1;
             std::thread::sleep(Duration::from_millis((50 * attempt as u64).min(500)));
         }
-        last
+        best
     }
 }
 

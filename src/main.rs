@@ -123,6 +123,9 @@ struct ClientOpts {
     /// Sequence number of this request within the client's session (default: 1).
     #[arg(long, global = true)]
     seq: Option<u64>,
+    /// Give up after this many seconds of retrying (default 15).
+    #[arg(long, global = true, default_value_t = 15.0)]
+    timeout: f64,
 }
 
 impl ClientOpts {
@@ -141,6 +144,9 @@ impl ClientOpts {
         if let Some(seq) = self.seq {
             c.set_next_seq(seq);
         }
+        c.deadline = std::time::Duration::from_secs_f64(self.timeout.clamp(0.1, 86_400.0));
+        c.attempt_timeout = c.attempt_timeout.min(c.deadline);
+        c.progress = true;
         c
     }
 }
@@ -235,24 +241,73 @@ fn main() -> ExitCode {
                 true,
             )
         }
-        Command::Status { opts } => {
-            for node in opts.nodes.split(',') {
-                let node = node.trim().trim_start_matches("http://");
-                match http_request(
-                    node,
-                    "GET",
-                    "/status",
-                    &[],
-                    b"",
-                    std::time::Duration::from_secs(2),
-                ) {
-                    Ok(r) => println!("{}: {}", node, r.body_text()),
-                    Err(e) => println!("{}: unreachable ({})", node, e),
+        Command::Status { opts } => status(&opts),
+    }
+}
+
+/// `raftkv status`: a table of every member, learned from the first node that answers
+/// (its `/cluster/overview`), so it works for any cluster size.
+fn status(opts: &ClientOpts) -> ExitCode {
+    let nodes: Vec<String> = opts
+        .nodes
+        .split(',')
+        .map(|s| s.trim().trim_start_matches("http://").to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let timeout = std::time::Duration::from_secs(3);
+    let mut overview = None;
+    let mut errors = Vec::new();
+    for node in &nodes {
+        match http_request(node, "GET", "/cluster/overview", &[], b"", timeout) {
+            Ok(r) if r.status == 200 => {
+                overview = serde_json::from_slice::<serde_json::Value>(&r.body).ok();
+                if overview.is_some() {
+                    break;
                 }
             }
-            ExitCode::SUCCESS
+            Ok(r) => errors.push(format!("{}: status {}", node, r.status)),
+            Err(e) => errors.push(format!("{}: {}", node, e)),
         }
     }
+    let Some(v) = overview else {
+        eprintln!("no node answered: {}", errors.join("; "));
+        return ExitCode::from(2);
+    };
+    let all = v["nodes"].as_array().cloned().unwrap_or_default();
+    let commit = all
+        .iter()
+        .filter_map(|n| n["status"]["commit_index"].as_u64())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "{:>4}  {:<22} {:<10} {:>6} {:>6} {:>10} {:>10} {:>8}",
+        "node", "http", "role", "term", "leader", "commit", "applied", "lag"
+    );
+    for n in &all {
+        let s = &n["status"];
+        let dash = || "-".to_string();
+        let num = |k: &str| s[k].as_u64().map_or_else(dash, |x| x.to_string());
+        let role = if n["reachable"] == true {
+            s["role"].as_str().unwrap_or("?").to_string()
+        } else {
+            "unreachable".to_string()
+        };
+        let lag = s["last_applied"]
+            .as_u64()
+            .map_or_else(dash, |a| commit.saturating_sub(a).to_string());
+        println!(
+            "{:>4}  {:<22} {:<10} {:>6} {:>6} {:>10} {:>10} {:>8}",
+            n["id"].to_string(),
+            n["http_addr"].as_str().unwrap_or("?"),
+            role,
+            num("term"),
+            num("leader"),
+            num("commit_index"),
+            num("last_applied"),
+            lag
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn member(action: MemberAction, opts: ClientOpts) -> ExitCode {
