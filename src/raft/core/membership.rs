@@ -319,7 +319,8 @@ impl RaftCore {
                 addrs: addrs.clone(),
                 voter,
                 match_index,
-                caught_up: last.saturating_sub(match_index) <= self.promotion.max_lag,
+                caught_up: (match_index > 0 || last == 0)
+                    && last.saturating_sub(match_index) <= self.promotion.max_lag,
             }
         };
         m.voters

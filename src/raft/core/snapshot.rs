@@ -57,15 +57,18 @@ impl RaftCore {
         (read_seq, stream): (u64, u64),
     ) -> Vec<Effect> {
         if installed && snapshot.index > self.commit_index {
+            let was = if self.log.last_index() > self.log.snapshot_index() {
+                format!(
+                    "log was {}..={}",
+                    self.log.snapshot_index() + 1,
+                    self.log.last_index()
+                )
+            } else {
+                format!("empty log after {}", self.log.snapshot_index())
+            };
             info!(
-                "[node {} term {}] installed snapshot from node {} at index {} (term {}); log was {}..={}",
-                self.id,
-                self.current_term,
-                from,
-                snapshot.index,
-                snapshot.term,
-                self.log.snapshot_index() + 1,
-                self.log.last_index()
+                "[node {} term {}] installed snapshot from node {} at index {} (term {}); {}",
+                self.id, self.current_term, from, snapshot.index, snapshot.term, was
             );
             // Rules 6-7: keep entries after the snapshot only if our log agrees at its end.
             self.log.compact_to(snapshot.index, snapshot.term);
