@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster::{raw_exchange, wait_for, Cluster, ClusterOptions, ELECTION_DEADLINE};
+use cluster::{raw_exchange, Cluster, ClusterOptions, ELECTION_DEADLINE};
 use raftkv::client::KvResult;
 
 /// Lines of `text` that contain every one of `needles`.
@@ -30,23 +30,13 @@ fn a_peer_with_the_wrong_secret_is_kept_out_without_a_log_flood() {
     std::fs::write(&wrong, "not the cluster's secret at all").unwrap();
     c.set_secret_file(3, Some(wrong));
     c.launch();
-    let insiders = |c: &Cluster| {
-        wait_for(ELECTION_DEADLINE, || {
-            let (a, b) = (c.status(1).ok()?, c.status(2).ok()?);
-            let leader = a
-                .leader
-                .filter(|l| Some(*l) == b.leader && a.term == b.term)?;
-            Some((leader, a.term))
-        })
-        .expect("nodes 1 and 2 agree on a leader")
-    };
-    let (leader, term) = insiders(&c);
+    let (leader, term) = c.agreed_by_1_and_2();
     assert_ne!(leader, 3, "the outsider cannot lead");
     c.put_acked(leader, "k", b"v");
     std::thread::sleep(Duration::from_secs(4));
     // Node 3 heard nothing it could trust: no leader, no term, no data; and it did not
     // disturb the others.
-    assert_eq!(insiders(&c), (leader, term));
+    assert_eq!(c.agreed_by_1_and_2(), (leader, term));
     let outsider = c.status(3).unwrap();
     assert_eq!(
         (outsider.term, outsider.leader, outsider.last_applied),

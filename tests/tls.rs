@@ -9,7 +9,7 @@ mod cluster;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cluster::{toml_str, wait_for, Cluster, ClusterOptions, ELECTION_DEADLINE};
+use cluster::{toml_str, wait_for, Cluster, ClusterOptions};
 
 /// Points node `id` at its files in `dir` (made by `raftkv::certs::generate`).
 fn use_tls(c: &mut Cluster, id: u64, dir: &Path) {
@@ -25,27 +25,15 @@ fn certs(c: &Cluster, name: &str, nodes: &[u64]) -> PathBuf {
     dir
 }
 
-/// Nodes 1 and 2 agree on a leader (node 3 is the outsider in these tests).
-fn insiders(c: &Cluster) -> (u64, u64) {
-    wait_for(ELECTION_DEADLINE, || {
-        let (a, b) = (c.status(1).ok()?, c.status(2).ok()?);
-        let leader = a
-            .leader
-            .filter(|l| Some(*l) == b.leader && a.term == b.term)?;
-        Some((leader, a.term))
-    })
-    .expect("nodes 1 and 2 agree on a leader")
-}
-
 /// Node 3 cannot get in: it never learns a term or a leader, both sides log why (`why`),
 /// and neither floods its log.
 fn kept_out(c: &Cluster, insider_says: &[&str], outsider_says: &[&str]) {
-    let (leader, term) = insiders(c);
+    let (leader, term) = c.agreed_by_1_and_2();
     assert_ne!(leader, 3);
     c.put_acked(leader, "k", b"v");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        insiders(c),
+        c.agreed_by_1_and_2(),
         (leader, term),
         "the outsider disturbed the cluster"
     );

@@ -200,14 +200,7 @@ impl KvStore {
             };
             for item in items {
                 if let Some(m) = item.membership {
-                    let raw =
-                        codec::encode(&(item.index, m)).map_err(|e| self.err("membership", e))?;
-                    let mut table = txn
-                        .open_table(MEMBERSHIP)
-                        .map_err(|e| self.err("membership", e))?;
-                    table
-                        .insert(CURRENT, raw.as_slice())
-                        .map_err(|e| self.err("membership", e))?;
+                    write_membership(&txn, item.index, m).map_err(|e| self.err("membership", e))?;
                 }
                 let Some(cmd) = item.command else {
                     out.push(None);
@@ -333,6 +326,16 @@ impl KvStore {
         installer.init()?;
         Ok(installer)
     }
+}
+
+/// Records `m`, in force since `index`, as the store's configuration.
+fn write_membership(txn: &WriteTransaction, index: LogIndex, m: &Membership) -> Result<(), String> {
+    let raw = codec::encode(&(index, m)).map_err(|e| e.to_string())?;
+    let mut table = txn.open_table(MEMBERSHIP).map_err(|e| e.to_string())?;
+    table
+        .insert(CURRENT, raw.as_slice())
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn read_membership(txn: &ReadTransaction) -> Result<Option<(LogIndex, Membership)>, String> {
@@ -625,14 +628,7 @@ impl Installer {
                             .map_err(|e| self.err("meta", e))?;
                     }
                     SnapshotItem::Membership(index, m) => {
-                        let raw =
-                            codec::encode(&(*index, m)).map_err(|e| self.err("membership", e))?;
-                        let mut table = txn
-                            .open_table(MEMBERSHIP)
-                            .map_err(|e| self.err("membership", e))?;
-                        table
-                            .insert(CURRENT, raw.as_slice())
-                            .map_err(|e| self.err("membership", e))?;
+                        write_membership(&txn, *index, m).map_err(|e| self.err("membership", e))?;
                     }
                     SnapshotItem::Session(id, rec) => {
                         let raw = codec::encode(rec).map_err(|e| self.err("session", e))?;

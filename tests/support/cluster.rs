@@ -335,6 +335,18 @@ impl Cluster {
         id
     }
 
+    /// The leader and term that nodes 1 and 2 agree on (tests where node 3 is kept out).
+    pub fn agreed_by_1_and_2(&self) -> (u64, u64) {
+        wait_for(ELECTION_DEADLINE, || {
+            let (a, b) = (self.status(1).ok()?, self.status(2).ok()?);
+            let leader = a
+                .leader
+                .filter(|l| Some(*l) == b.leader && a.term == b.term)?;
+            Some((leader, a.term))
+        })
+        .expect("nodes 1 and 2 agree on a leader")
+    }
+
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.iter().map(|n| n.id).collect()
     }
