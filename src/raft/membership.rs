@@ -11,22 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::quorum::quorum_size;
-use super::types::NodeId;
-
-/// Where a member listens: for peers (`raft_addr`) and for clients (`http_addr`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct MemberAddrs {
-    pub raft_addr: String,
-    pub http_addr: String,
-}
-
-/// One configuration: the voters, whose majority decides elections and commits, and the
-/// learners, who receive the log but are counted in no quorum.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Membership {
-    pub voters: BTreeMap<NodeId, MemberAddrs>,
-    pub learners: BTreeMap<NodeId, MemberAddrs>,
-}
+use super::types::{MemberAddrs, Membership, NodeId};
 
 /// One change to a configuration: a single server at a time (§4.1), so any two
 /// consecutive configurations have overlapping majorities.

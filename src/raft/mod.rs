@@ -23,9 +23,11 @@ pub use self::core::{
     ProposeError, RaftCore, ReadId, Role, Status,
 };
 pub use self::log::RaftLog;
-pub use self::membership::{MemberAddrs, Membership, MembershipChange};
+pub use self::membership::MembershipChange;
 pub use self::message::{Message, RejectHint};
 pub use self::progress::{Progress, ProgressState};
 pub use self::quorum::{quorum_size, quorum_value};
 pub use self::snapshot_send::{SnapshotChunk, SnapshotReply, SnapshotSend, STALL_TICKS};
-pub use self::types::{Entry, HardState, LogIndex, LogPoint, NodeId, Payload, Term};
+pub use self::types::{
+    Entry, HardState, LogIndex, LogPoint, MemberAddrs, Membership, NodeId, Payload, Term,
+};

@@ -1,6 +1,6 @@
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use super::membership::Membership;
+use serde::{Deserialize, Serialize};
 
 /// A server's identity in the cluster (the `id` in its config file).
 pub type NodeId = u64;
@@ -54,4 +54,19 @@ pub struct LogPoint {
 pub struct HardState {
     pub current_term: Term,
     pub voted_for: Option<NodeId>,
+}
+
+/// Where a member listens: for peers (`raft_addr`) and for clients (`http_addr`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberAddrs {
+    pub raft_addr: String,
+    pub http_addr: String,
+}
+
+/// One configuration: the voters, whose majority decides elections and commits, and the
+/// learners, who receive the log but are counted in no quorum.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: BTreeMap<NodeId, MemberAddrs>,
+    pub learners: BTreeMap<NodeId, MemberAddrs>,
 }

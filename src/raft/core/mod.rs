@@ -11,10 +11,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use super::log::RaftLog;
-use super::membership::{MemberAddrs, Membership, MembershipChange};
+use super::membership::MembershipChange;
 use super::message::{Message, RejectHint};
 use super::quorum::quorum_value;
-use super::types::{Entry, HardState, LogIndex, LogPoint, NodeId, Payload, Term};
+use super::types::{
+    Entry, HardState, LogIndex, LogPoint, MemberAddrs, Membership, NodeId, Payload, Term,
+};
 
 mod election;
 mod membership;
