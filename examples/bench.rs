@@ -948,6 +948,44 @@ fn validate(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Every member's HTTP address, learned from the first node of `given` that answers
+/// `/cluster/overview` (so a 5-node cluster is used whole whatever `--nodes` lists); the
+/// given list when none answers or the advertised addresses are not reachable from here.
+fn discover_members(given: &[String]) -> Vec<String> {
+    for node in given {
+        let Ok(r) = http_request(
+            node,
+            "GET",
+            "/cluster/overview",
+            &[],
+            b"",
+            Duration::from_secs(2),
+        ) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body) else {
+            continue;
+        };
+        let found: Vec<String> = v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["http_addr"].as_str().map(str::to_string))
+            .filter(|a| !a.is_empty())
+            .collect();
+        // Names a node advertises may not resolve from here (containers): use them only
+        // if every one answers.
+        let reachable = |a: &String| {
+            http_request(a, "GET", "/status", &[], b"", Duration::from_secs(2))
+                .is_ok_and(|r| r.status == 200)
+        };
+        if !found.is_empty() && found.iter().all(reachable) {
+            return found;
+        }
+    }
+    given.to_vec()
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
     if let Err(e) = validate(&args) {
@@ -960,6 +998,9 @@ fn main() -> ExitCode {
         .map(|n| n.trim().trim_start_matches("http://").to_string())
         .filter(|n| !n.is_empty())
         .collect();
+    if args.target == Target::Raftkv {
+        args.nodes = discover_members(&args.nodes);
+    }
     let json_out = args.json;
     let say = |line: &str| {
         if json_out {
