@@ -110,6 +110,7 @@ impl Handler<ElectionTimeout> for Consensus {
         if msg.generation != self.timer_generation {
             return; // raced with a newer reset
         }
+        self.note_peers_heard();
         let effects = self.core.on_election_timeout();
         self.run(effects, ctx);
     }
@@ -145,6 +146,7 @@ impl Handler<Replicated> for Consensus {
 
     fn handle(&mut self, msg: Replicated, ctx: &mut Context<Self>) {
         if self.core.role() == Role::Leader && msg.term == self.core.current_term() {
+            self.heard.insert(msg.peer);
             self.metrics
                 .peer_lag
                 .with_label_values(&[&msg.peer.to_string()])

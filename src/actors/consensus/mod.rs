@@ -117,6 +117,10 @@ pub struct Consensus {
     events: VecDeque<ClusterEvent>,
     /// Role and term as of the last event, to notice changes.
     last_role: Option<(Role, Term)>,
+    /// Leader: peers that answered since the last timer tick, and those that had answered
+    /// by the tick before (for "peer lost" / "peer found" events).
+    heard: std::collections::BTreeSet<NodeId>,
+    reachable: Option<std::collections::BTreeSet<NodeId>>,
     /// When this leader proposed each of its entries still in flight (commit latency).
     proposed_at: VecDeque<(LogIndex, std::time::Instant)>,
     /// Every member's peer address seen by this process: a leader that has just removed
@@ -215,6 +219,8 @@ impl Consensus {
             metrics,
             events: VecDeque::new(),
             last_role: None,
+            heard: Default::default(),
+            reachable: None,
             proposed_at: VecDeque::new(),
             stopped: false,
         }
@@ -301,6 +307,29 @@ impl Consensus {
             kind: kind.to_string(),
             detail,
         });
+    }
+
+    /// A leader's timer tick: peers that stopped answering within an election timeout are
+    /// lost, peers that answer again are found (events for the timeline).
+    pub(super) fn note_peers_heard(&mut self) {
+        if self.core.role() != Role::Leader {
+            self.reachable = None;
+            self.heard.clear();
+            return;
+        }
+        let heard = std::mem::take(&mut self.heard);
+        if let Some(before) = self.reachable.take() {
+            for p in before.difference(&heard) {
+                self.event(
+                    "peer",
+                    format!("node {} lost (no answer for an election timeout)", p),
+                );
+            }
+            for p in heard.difference(&before) {
+                self.event("peer", format!("node {} found", p));
+            }
+        }
+        self.reachable = Some(heard);
     }
 
     /// Brings the metrics up to date with the core, and notes role and term changes.
