@@ -160,8 +160,12 @@ fn the_cluster_page_shows_members_a_leader_and_the_new_term() {
         "the dead leader is not shown as unreachable"
     );
     // A picture for the CI artifacts.
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    std::fs::create_dir_all(&dir).expect("create the target directory");
     let shot = dir.join("ui-after-leader-kill.png");
+    let _ = std::fs::remove_file(&shot);
     rendered(browser, &url, Some(&shot));
     assert!(shot.exists(), "no screenshot at {}", shot.display());
 }
