@@ -97,6 +97,12 @@ up() {
 	docker image inspect "$IMAGE" >/dev/null 2>&1 || build
 	ensure_secret
 	ensure_certs
+	local k
+	for ((k = 1; k <= n; k++)); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/800$k") 2>/dev/null; then
+			die "127.0.0.1:800$k is in use (a ./run-cluster.sh node? stop it with ./run-cluster.sh stop); the compose cluster publishes its client ports there"
+		fi
+	done
 	compose "$n" up -d
 	wait_healthy "$n"
 }
