@@ -678,31 +678,27 @@ impl Consensus {
                     }
                 };
                 let (accepted, effects) = self.core.propose(Payload::Command(command));
+                let result = match &accepted {
+                    Ok(_) => "accepted",
+                    Err(ProposeError::NotLeader) => "not_leader",
+                    Err(ProposeError::Overloaded { .. } | ProposeError::Transferring { .. }) => {
+                        "overloaded"
+                    }
+                };
+                self.metrics.proposals.with_label_values(&[result]).inc();
                 match accepted {
                     Ok((index, term)) => {
                         // Registered before any Apply for this index can be sent.
                         self.waiters.insert(index, (term, tx));
-                        self.metrics
-                            .proposals
-                            .with_label_values(&["accepted"])
-                            .inc();
                         if self.proposed_at.len() < 100_000 {
                             self.proposed_at
                                 .push_back((index, std::time::Instant::now()));
                         }
                     }
                     Err(ProposeError::NotLeader) => {
-                        self.metrics
-                            .proposals
-                            .with_label_values(&["not_leader"])
-                            .inc();
                         let _ = tx.send(self.unavailable());
                     }
                     Err(ProposeError::Transferring { target }) => {
-                        self.metrics
-                            .proposals
-                            .with_label_values(&["overloaded"])
-                            .inc();
                         let _ = tx.send(ClientResponse::Overloaded {
                             reason: format!(
                                 "leadership is being handed to node {}; not applied, retry \
@@ -712,10 +708,6 @@ impl Consensus {
                         });
                     }
                     Err(ProposeError::Overloaded { entries, bytes }) => {
-                        self.metrics
-                            .proposals
-                            .with_label_values(&["overloaded"])
-                            .inc();
                         let _ = tx.send(ClientResponse::Overloaded {
                             reason: format!(
                                 "overloaded: {} entries ({} KiB) are waiting to commit; not \
