@@ -74,9 +74,14 @@ pub struct Config {
     /// little (a restart, a short partition); a follower further behind gets a snapshot
     /// (default 100000).
     pub log_tail_entries: Option<u64>,
-    /// ... and at most this many MiB of them (default 96): the tail is held in memory, so
-    /// with large values the entry count alone would hold gigabytes.
+    /// ... and at most this many MiB of them (default 32): this tail is held in memory,
+    /// so with large values the entry count alone would hold gigabytes.
     pub log_tail_mb: Option<u64>,
+    /// The log segments on disk keep about this many MiB below what the store holds
+    /// durably (default 256, and at most 1,000,000 entries); a follower that lags beyond
+    /// the memory tail is sent entries read back from them, and only one that lags beyond
+    /// this gets a snapshot. At most `log_tail_mb` means no longer tail on disk.
+    pub log_disk_tail_mb: Option<u64>,
     /// Size at which a log segment (`data_dir/log/*.seg`) is closed and a new one started,
     /// in MiB (default 64). Compaction deletes whole segments.
     pub log_segment_mb: Option<u64>,
@@ -276,6 +281,11 @@ impl Config {
                 log_tail_bytes: self
                     .log_tail_mb
                     .map_or(LogLimits::default().log_tail_bytes, |mb| {
+                        mb.saturating_mul(1024 * 1024)
+                    }),
+                disk_tail_bytes: self
+                    .log_disk_tail_mb
+                    .map_or(LogLimits::default().disk_tail_bytes, |mb| {
                         mb.saturating_mul(1024 * 1024)
                     }),
                 ..LogLimits::default()

@@ -78,6 +78,8 @@ pub fn reconcile(initial: &mut InitialState, applied: LogPoint) -> Result<(), St
             .any(|e| e.index == applied.index && e.term == applied.term);
     if !holds {
         compact_log(initial, applied);
+        // What the disk holds before that disagrees with the store: never serve it.
+        initial.disk_start = initial.start;
     }
     Ok(())
 }
@@ -101,9 +103,11 @@ pub fn start_node(
         observer,
     } = deps;
     reconcile(&mut initial, applied)?;
+    let disk_start = initial.disk_start.min(initial.start);
     let log = RaftLog::new(initial.start.index, initial.start.term, initial.entries);
     let recorded = store.membership().map_err(|e| e.to_string())?;
     let core = RaftCore::new(id, Vec::new(), initial.hard_state, log, applied.index)
+        .with_disk_start(disk_start)
         .with_log_tail(options.log_tail_entries)
         .with_limits(options.log_limits)
         .with_promotion(options.promotion);

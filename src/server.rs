@@ -13,13 +13,16 @@ use crate::storage::FileStorage;
 
 /// Runs a production node until it is asked to stop. Returns a message on a startup error.
 pub async fn serve(config: Config) -> Result<(), String> {
-    let (storage, initial) = FileStorage::open(&config.data_dir, config.log_segment_bytes())
-        .map_err(|e| e.to_string())?;
+    FileStorage::prepare_dir(&config.data_dir).map_err(|e| e.to_string())?;
     let (store, applied) = KvStore::open(
         &StoreDisk::Dir(config.data_dir.clone()),
         config.store_cache_bytes(),
     )
     .map_err(|e| e.to_string())?;
+    // Entries the store already holds stay on disk (read back for lagging followers).
+    let (storage, initial) =
+        FileStorage::open_after(&config.data_dir, config.log_segment_bytes(), applied)
+            .map_err(|e| e.to_string())?;
     info!(
         "[node {}] store {} has applied up to index {} (term {})",
         config.id,

@@ -181,6 +181,11 @@ fn linearizable_with_frequent_snapshots_under_faults() {
                 store_sync_entries: 20,
                 log_tail_entries: 20,
                 snapshot_chunk_bytes: 256,
+                // No longer tail on disk either: lagging nodes need snapshots.
+                log_limits: raftkv::raft::LogLimits {
+                    disk_tail_bytes: 0,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );

@@ -512,7 +512,24 @@ fn same_seed_same_run() {
 
 // ----- snapshots, compaction and InstallSnapshot (Figure 13) -----
 
+/// A 25-entry log tail, in memory and on disk: a follower that misses more needs a
+/// snapshot.
 fn small_snapshots() -> raftkv::actors::consensus::RaftOptions {
+    raftkv::actors::consensus::RaftOptions {
+        store_sync_entries: 25,
+        log_tail_entries: 25,
+        snapshot_chunk_bytes: 512,
+        log_limits: raftkv::raft::LogLimits {
+            disk_tail_bytes: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A 25-entry log tail in memory and the default (large) tail on disk: a follower that
+/// misses more than the memory tail is served from the log segments.
+fn small_memory_tail() -> raftkv::actors::consensus::RaftOptions {
     raftkv::actors::consensus::RaftOptions {
         store_sync_entries: 25,
         log_tail_entries: 25,
@@ -591,6 +608,53 @@ fn install_snapshot_over_an_unreliable_network() {
 #[test]
 fn crash_during_install_snapshot() {
     snapshot_catch_up(NetConfig::reliable(), 2200, true);
+}
+
+/// A follower that misses far more than the memory tail, but less than the disk tail, is
+/// served from the leader's durable log, not by a snapshot; also after the leader and the
+/// other follower restarted (their memory then starts at what their store holds).
+#[test]
+fn a_follower_behind_the_memory_tail_catches_up_from_the_durable_log() {
+    for seed in seeds(2250, 3) {
+        sim::simulate_with(
+            3,
+            seed,
+            NetConfig::reliable(),
+            small_memory_tail(),
+            |sim| async move {
+                let (l, _) = sim.wait_leader(&[1, 2, 3], 5 * SECOND).await.unwrap();
+                let f = if l == 3 { 2 } else { 3 };
+                sim.isolate(f);
+                write_many(&sim, l, "d", 400).await;
+                let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&n| n != f).collect();
+                if sim.rand_range(0, 2) == 1 {
+                    for &n in &others {
+                        sim.crash(n);
+                    }
+                    for &n in &others {
+                        sim.restart(n);
+                    }
+                }
+                let (l, _) = sim.wait_leader(&others, 5 * SECOND).await.unwrap();
+                write_many(&sim, l, "e", 400).await;
+                let (lsnap, _) = sim.durable_snapshot(l);
+                assert_eq!(lsnap, 0, "the leader's durable log was compacted");
+                let last = sim.durable_last_index(l);
+                assert!(last > 800, "leader's log ends at {}", last);
+                sim.heal();
+                assert!(
+                    agree(&sim, &[1, 2, 3], last, 20 * SECOND).await,
+                    "follower never caught up"
+                );
+                let (fsnap, kept) = sim.durable_snapshot(f);
+                assert_eq!(
+                    fsnap, 0,
+                    "the follower was sent a snapshot ({} entries kept)",
+                    kept
+                );
+            },
+        );
+    }
 }
 
 #[test]

@@ -15,6 +15,7 @@ use raftkv::client::KvResult;
 fn small_tail(nodes: usize) -> ClusterOptions {
     ClusterOptions::fast(nodes)
         .with("log_tail_entries", 20)
+        .with("log_disk_tail_mb", 0)
         .with("store_sync_entries", 20)
 }
 
@@ -89,6 +90,39 @@ fn assert_caught_up(c: &Cluster, id: u64, keys: &[String]) {
         let want = c.get_stale(leader, k);
         assert_eq!(want.0, 200, "{} missing on the leader", k);
         assert_eq!(c.get_stale(id, k), want, "{} differs on node {}", k, id);
+    }
+}
+
+#[test]
+fn follower_behind_the_memory_tail_catches_up_from_the_log_on_disk() {
+    // A 20-entry tail in memory, the default (256 MiB) on disk.
+    let opts = ClusterOptions::fast(3)
+        .with("log_tail_entries", 20)
+        .with("store_sync_entries", 20);
+    let mut c = Cluster::start_with("disk-tail", opts);
+    let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
+    let victim = c.followers_of(leader)[0];
+    c.kill(victim);
+    fill(&c, &[leader], "before", 200, 2048);
+    // The leader restarts too: its memory then starts at what its store holds, and the
+    // older entries are read back from its segments.
+    c.kill(leader);
+    c.restart(leader);
+    let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
+    fill(&c, &[leader], "after", 200, 2048);
+    c.restart(victim);
+    let keys: Vec<String> = (0..200)
+        .step_by(23)
+        .flat_map(|i| [format!("before-{:05}", i), format!("after-{:05}", i)])
+        .collect();
+    assert_caught_up(&c, victim, &keys);
+    for id in 1..=3 {
+        let log = c.log_text(id);
+        assert!(
+            !log.contains("sending snapshot") && !log.contains("receiving snapshot"),
+            "node {} sent or received a snapshot",
+            id
+        );
     }
 }
 

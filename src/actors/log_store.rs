@@ -11,13 +11,23 @@ use actix::prelude::*;
 use log::{error, warn};
 
 use crate::metrics::Metrics;
-use crate::raft::PersistBatch;
+use crate::raft::{Entry, LogIndex, PersistBatch};
 use crate::storage::{Storage, StorageError};
 
 /// Make this batch durable; the reply comes after the fsync.
 #[derive(Message)]
 #[rtype(result = "Result<(), StorageError>")]
 pub struct PersistCmd(pub PersistBatch);
+
+/// Read durable entries from `from` on (see [`Storage::read_entries`]): a Replicator
+/// whose peer needs entries no longer held in memory.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<Entry>>, StorageError>")]
+pub struct ReadEntries {
+    pub from: LogIndex,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
 
 /// Stop the actor (node shutdown or simulated crash: an unfinished write is lost).
 #[derive(Message)]
@@ -103,6 +113,37 @@ impl Handler<PersistCmd> for LogStore {
                 }),
             ))
         }
+    }
+}
+
+impl Handler<ReadEntries> for LogStore {
+    type Result = AtomicResponse<Self, Result<Option<Vec<Entry>>, StorageError>>;
+
+    fn handle(&mut self, msg: ReadEntries, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(storage) = self.storage.take() else {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(missing()))));
+        };
+        if !storage.is_blocking() {
+            let result = storage.read_entries(msg.from, msg.max_entries, msg.max_bytes);
+            self.storage = Some(storage);
+            return AtomicResponse::new(Box::pin(fut::ready(result)));
+        }
+        let job = tokio::task::spawn_blocking(move || {
+            let result = storage.read_entries(msg.from, msg.max_entries, msg.max_bytes);
+            (storage, result)
+        });
+        AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(job).map(
+            |joined, act, _| match joined {
+                Ok((storage, result)) => {
+                    act.storage = Some(storage);
+                    result
+                }
+                Err(e) => {
+                    error!("log store read task failed: {}", e);
+                    Err(missing())
+                }
+            },
+        )))
     }
 }
 

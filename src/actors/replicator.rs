@@ -10,10 +10,12 @@ use tokio::time::Instant;
 use actix::prelude::*;
 use log::{debug, info, warn};
 
+use super::log_store::ReadEntries;
 use super::state_machine::{ChunkRx, OpenSnapshot, Polled, SnapshotStream};
 use crate::net::Transport;
 use crate::raft::{
-    LogIndex, LogSlice, Message, NodeId, Progress, SnapshotChunk, SnapshotReply, SnapshotSend, Term,
+    Entry, LogIndex, LogPoint, LogSlice, Message, NodeId, Progress, SnapshotChunk, SnapshotReply,
+    SnapshotSend, Term,
 };
 
 /// A Replicator asks what to send from `next_index` on.
@@ -45,6 +47,8 @@ pub struct CoreLink {
     pub progress: Recipient<Replicated>,
     /// The state machine, which streams snapshots from a consistent read view.
     pub snapshots: Recipient<OpenSnapshot>,
+    /// The LogStore, which reads entries no longer held in memory from disk.
+    pub disk: Recipient<ReadEntries>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -90,6 +94,7 @@ pub struct Replicator {
     core: Recipient<Replicated>,
     metrics: Arc<crate::metrics::Metrics>,
     snapshots: Recipient<OpenSnapshot>,
+    disk: Recipient<ReadEntries>,
     transport: Arc<dyn Transport>,
     limits: ReplicationLimits,
     read_seq: u64,
@@ -143,6 +148,7 @@ impl Replicator {
             core: core.progress,
             metrics: core.metrics,
             snapshots: core.snapshots,
+            disk: core.disk,
             transport,
             limits,
             read_seq: 0,
@@ -400,36 +406,20 @@ impl Replicator {
                     entries,
                     leader_commit,
                 }) => {
-                    // The Progress may have moved while we waited: only send if this slice
-                    // still starts where the follower needs it.
-                    if prev_log_index + 1 == act.progress.next_index || entries.is_empty() {
-                        if entries.is_empty() && !act.heartbeat_due {
-                            // Nothing new to ship and no heartbeat owed.
-                        } else {
-                            if let Some(last) = entries.last() {
-                                act.progress.sent(last.index);
-                            }
-                            act.heartbeat_due = false;
-                            act.metrics
-                                .append_entries_sent
-                                .with_label_values(&[&act.peer.to_string()])
-                                .inc();
-                            act.transport.send(
-                                act.peer,
-                                Message::AppendEntries {
-                                    term: act.term,
-                                    leader_id: act.leader,
-                                    prev_log_index,
-                                    prev_log_term,
-                                    entries,
-                                    leader_commit,
-                                    read_seq: act.read_seq,
-                                },
-                            );
-                        }
-                    } else {
-                        act.again = true;
-                    }
+                    let prev = LogPoint {
+                        index: prev_log_index,
+                        term: prev_log_term,
+                    };
+                    act.send_entries(prev, entries, leader_commit);
+                }
+                Ok(LogSlice::OnDisk {
+                    from,
+                    prev,
+                    through,
+                    leader_commit,
+                }) => {
+                    act.read_from_disk(from, prev, through, leader_commit, ctx);
+                    return;
                 }
                 Ok(LogSlice::NeedSnapshot) => {
                     debug!(
@@ -441,6 +431,117 @@ impl Replicator {
                 Ok(LogSlice::NotLeader) | Err(_) => {
                     ctx.stop();
                     return;
+                }
+            }
+            if std::mem::take(&mut act.again) {
+                act.pump(ctx);
+            }
+        }));
+    }
+}
+
+impl Replicator {
+    /// Sends `entries` after `prev` (or a heartbeat when there are none and one is due),
+    /// if the follower still needs them from there: the Progress may have moved while
+    /// they were fetched.
+    fn send_entries(&mut self, prev: LogPoint, entries: Vec<Entry>, leader_commit: LogIndex) {
+        if prev.index + 1 != self.progress.next_index && !entries.is_empty() {
+            self.again = true;
+            return;
+        }
+        if entries.is_empty() && !self.heartbeat_due {
+            return; // nothing new to ship and no heartbeat owed
+        }
+        if let Some(last) = entries.last() {
+            self.progress.sent(last.index);
+        }
+        self.heartbeat_due = false;
+        self.metrics
+            .append_entries_sent
+            .with_label_values(&[&self.peer.to_string()])
+            .inc();
+        self.transport.send(
+            self.peer,
+            Message::AppendEntries {
+                term: self.term,
+                leader_id: self.leader,
+                prev_log_index: prev.index,
+                prev_log_term: prev.term,
+                entries,
+                leader_commit,
+                read_seq: self.read_seq,
+            },
+        );
+    }
+
+    /// The follower needs committed entries that are only on disk now: the LogStore reads
+    /// them (from `from - 1` when the term before `from` is not known), then they go out
+    /// like any others. If the disk no longer holds them either, a snapshot follows.
+    fn read_from_disk(
+        &mut self,
+        from: LogIndex,
+        prev: Option<LogPoint>,
+        through: LogIndex,
+        leader_commit: LogIndex,
+        ctx: &mut Context<Self>,
+    ) {
+        self.fetching = true;
+        let start = if prev.is_some() { from } else { from - 1 };
+        let wanted = (through + 1).saturating_sub(start) as usize;
+        let ask = self.disk.send(ReadEntries {
+            from: start,
+            max_entries: self.limits.max_entries.min(wanted),
+            max_bytes: self.limits.max_bytes,
+        });
+        ctx.spawn(fut::wrap_future::<_, Self>(ask).map(move |res, act, ctx| {
+            act.fetching = false;
+            let entries = match res {
+                Ok(Ok(Some(mut entries))) => match prev {
+                    Some(p) => Some((p, entries)),
+                    None if entries.first().is_some_and(|e| e.index + 1 == from) => {
+                        let first = entries.remove(0);
+                        let p = LogPoint {
+                            index: first.index,
+                            term: first.term,
+                        };
+                        Some((p, entries))
+                    }
+                    None => None,
+                },
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => {
+                    warn!(
+                        "[node {} term {}] cannot read entries from {} for peer {} from disk: {}",
+                        act.leader, act.term, from, act.peer, e
+                    );
+                    None
+                }
+                Err(_) => {
+                    ctx.stop();
+                    return;
+                }
+            };
+            match entries {
+                Some((p, mut entries)) => {
+                    entries.retain(|e| e.index <= through);
+                    if !entries.is_empty() {
+                        debug!(
+                            "[node {} term {}] sending {} entries from {} to peer {} from disk",
+                            act.leader,
+                            act.term,
+                            entries.len(),
+                            from,
+                            act.peer
+                        );
+                    }
+                    act.send_entries(p, entries, leader_commit);
+                }
+                None => {
+                    debug!(
+                        "[node {} term {}] peer {} needs entries from {} that are compacted on disk too",
+                        act.leader, act.term, act.peer, from
+                    );
+                    act.open_snapshot(ctx);
                 }
             }
             if std::mem::take(&mut act.again) {

@@ -652,8 +652,18 @@ fn chunks_go_to_the_state_machine_and_partial_progress_is_answered_at_once() {
 // ----- Compaction against the store -----
 
 /// A leader of term 1 with `n` committed entries (all durable, acknowledged by node 2).
+/// A leader whose durable log keeps no longer tail than memory does.
 fn leader_with(entries: u64, tail: u64) -> RaftCore {
-    let mut n = leader().with_log_tail(tail);
+    leader_keeping(entries, tail, 0)
+}
+
+/// A leader with `entries` committed, keeping `tail` entries in memory and about
+/// `disk_bytes` on disk below the store's durable index.
+fn leader_keeping(entries: u64, tail: u64, disk_bytes: u64) -> RaftCore {
+    let mut n = leader().with_log_tail(tail).with_limits(LogLimits {
+        disk_tail_bytes: disk_bytes,
+        ..LogLimits::default()
+    });
     for i in 0..entries {
         let (_, e) = n.propose(Payload::Command(vec![i as u8]));
         durable(&mut n, e);
@@ -858,6 +868,7 @@ fn proposals_are_refused_while_too_much_waits_to_commit() {
         max_uncommitted_entries: 3,
         max_uncommitted_bytes: 1 << 20,
         log_tail_bytes: 1 << 20,
+        ..LogLimits::default()
     });
     // The no-op is uncommitted too: two more fit.
     for _ in 0..2 {
@@ -883,6 +894,7 @@ fn proposals_are_refused_while_too_much_waits_to_commit() {
         max_uncommitted_entries: 100,
         max_uncommitted_bytes: 1000,
         log_tail_bytes: 1 << 20,
+        ..LogLimits::default()
     });
     assert!(m.propose(Payload::Command(vec![0; 2000])).0.is_ok());
     assert!(matches!(
@@ -899,6 +911,8 @@ fn the_log_tail_is_bounded_in_bytes() {
         max_uncommitted_entries: 1000,
         max_uncommitted_bytes: 1 << 30,
         log_tail_bytes: 10_000,
+        disk_tail_bytes: 0,
+        ..LogLimits::default()
     });
     for _ in 0..20 {
         let (_, e) = n.propose(Payload::Command(vec![0; 1000]));
@@ -912,4 +926,62 @@ fn the_log_tail_is_bounded_in_bytes() {
     let point = compaction(&e).expect("compacts by bytes although 1000 entries are allowed");
     assert!(before.bytes_between(point.index, last) <= 10_000);
     assert!(before.bytes_between(point.index - 1, last) > 10_000);
+}
+
+/// The durable log keeps a longer tail than memory: entries compacted from memory but not
+/// from disk are served from disk (they are committed), and only entries compacted from
+/// both need a snapshot. The disk is compacted once its tail passes its byte budget.
+#[test]
+fn entries_compacted_from_memory_are_served_from_disk() {
+    // Entries of 33 bytes each (32 + one byte of command): a disk tail of ~40 entries.
+    let mut n = leader_keeping(100, 10, 40 * 33);
+    let e = n.on_store_durable(30);
+    assert_eq!(n.log().snapshot_index(), 20, "memory keeps 10 below 30");
+    assert_eq!(compaction(&e), None, "the disk keeps its tail");
+    durable(&mut n, e);
+    assert!(matches!(
+        n.log_slice(1, 21, 10, usize::MAX),
+        LogSlice::Entries { .. }
+    ));
+    // The term before 20 is not in memory: read from 19.
+    assert_eq!(
+        n.log_slice(1, 20, 10, usize::MAX),
+        LogSlice::OnDisk {
+            from: 20,
+            prev: None,
+            through: 20,
+            leader_commit: 101,
+        }
+    );
+    // Before the first entry, the term is known (0).
+    assert!(matches!(
+        n.log_slice(1, 1, 10, usize::MAX),
+        LogSlice::OnDisk {
+            from: 1,
+            prev: Some(LogPoint { index: 0, term: 0 }),
+            ..
+        }
+    ));
+    // Once the store holds far more, the disk tail is compacted too, to the newest point
+    // the memory log was compacted to that leaves more than its budget (20: 70 entries
+    // below 90, where 50 would leave 40).
+    let e = n.on_store_durable(60);
+    assert_eq!(
+        compaction(&e),
+        None,
+        "40 entries below 60 are within the budget"
+    );
+    durable(&mut n, e);
+    let e = n.on_store_durable(90);
+    let point = compaction(&e).expect("the disk tail passed its budget");
+    assert_eq!(point, LogPoint { index: 20, term: 1 });
+    durable(&mut n, e);
+    assert_eq!(
+        n.log_slice(1, point.index, 10, usize::MAX),
+        LogSlice::NeedSnapshot
+    );
+    assert!(matches!(
+        n.log_slice(1, point.index + 1, 10, usize::MAX),
+        LogSlice::OnDisk { .. }
+    ));
 }

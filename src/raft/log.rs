@@ -138,6 +138,12 @@ impl RaftLog {
         self.ends[i - 1]
     }
 
+    /// Approximate bytes of every entry ever appended through `index` (a running total
+    /// that survives compaction), clamped to the entries held.
+    pub fn running_total(&self, index: LogIndex) -> u64 {
+        self.total_through(index)
+    }
+
     /// Approximate bytes of the entries held in `after + 1 ..= through`.
     pub fn bytes_between(&self, after: LogIndex, through: LogIndex) -> u64 {
         self.total_through(through)

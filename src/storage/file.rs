@@ -16,13 +16,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
 use super::record::{
-    batch_header, read_batches, RecordReadOutcome, RecordWriter, BATCH_HEADER_LEN,
+    batch_header, read_batches_marked, RecordReadOutcome, RecordWriter, BATCH_HEADER_LEN,
 };
 use super::{compact_entries, InitialState, Storage, StorageError};
 use crate::codec;
@@ -69,7 +70,56 @@ struct Segment {
     path: PathBuf,
     /// Highest entry index written to it (its start point when it holds no entry).
     last_index: LogIndex,
+    /// Lowest and highest entry index ever written to it. The live copy of an index is in
+    /// the newest segment whose range holds it (a later write of an index replaces it).
+    written: Option<(LogIndex, LogIndex)>,
+    /// `(first entry index, batch offset)` of some batches, about one per
+    /// [`MARK_SPACING`] bytes and at every truncation, where a read can start.
+    marks: Vec<(LogIndex, u64)>,
 }
+
+impl Segment {
+    fn new(number: u64, path: PathBuf, last_index: LogIndex) -> Segment {
+        Segment {
+            number,
+            path,
+            last_index,
+            written: None,
+            marks: Vec::new(),
+        }
+    }
+
+    /// Notes a batch at `offset` whose entries run `first..=last`; `cut` says it replaced
+    /// entries already written.
+    fn note_batch(&mut self, offset: u64, first: LogIndex, last: LogIndex, cut: bool) {
+        let spaced = self
+            .marks
+            .last()
+            .is_none_or(|m| offset >= m.1 + MARK_SPACING);
+        if cut || spaced {
+            self.marks.push((first, offset));
+        }
+        self.written = Some(match self.written {
+            Some((lo, hi)) => (lo.min(first), hi.max(last)),
+            None => (first, last),
+        });
+        self.last_index = self.last_index.max(last);
+    }
+}
+
+/// A truncation that removed written entries: entries from `from` on, in batches before
+/// `offset` of segment `segment` (and in older segments), are not the live ones.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    segment: u64,
+    offset: u64,
+    from: LogIndex,
+}
+
+/// Reads of old entries start at a mark; marks are this far apart at most.
+const MARK_SPACING: u64 = 1024 * 1024;
+/// How much of a segment a read takes at a time.
+const READ_CHUNK: usize = 4 * 1024 * 1024;
 
 /// Term boundaries of the durable log: `(first index, term)` runs, so the storage knows the
 /// term of its last entry after a truncation without keeping the entries.
@@ -135,6 +185,8 @@ pub struct FileStorage {
     /// Deletes compacted segments in the background, one at a time and in order, so an
     /// unlink of a large file never holds up the next log write.
     deleter: Option<Deleter>,
+    /// Truncations that removed written entries, oldest first (for reads of old entries).
+    cuts: Vec<Cut>,
 }
 
 /// A thread that deletes files in the order it is given them.
@@ -194,6 +246,13 @@ struct Replay {
     hard_state: HardState,
     start: LogPoint,
     entries: Vec<Entry>,
+    /// Entries at or below this index are kept without their payload: the caller's store
+    /// holds them, so they are only needed for their index and term.
+    light_through: LogIndex,
+    cuts: Vec<Cut>,
+    /// A truncation reached below the oldest segment's start (see `replay_segment`): the
+    /// start is unknown until the compaction that deleted the older segments is replayed.
+    start_unknown: Option<(PathBuf, u64)>,
 }
 
 impl Replay {
@@ -229,13 +288,9 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
 }
 
 impl FileStorage {
-    /// Opens (or creates) the log under `data_dir` and replays it, with segments of
-    /// `segment_bytes`. A torn record at the end of the newest segment is dropped with a
-    /// warning; any other damage is an error naming the file and offset.
-    pub fn open(
-        data_dir: &Path,
-        segment_bytes: u64,
-    ) -> Result<(FileStorage, InitialState), StorageError> {
+    /// Refuses a data directory written by a raftkv from before segments, saying what to
+    /// do (checked before anything else opens the directory).
+    fn refuse_old_format(data_dir: &Path) -> Result<(), StorageError> {
         for old in OLD_FORMAT_FILES {
             let p = data_dir.join(old);
             if p.exists() {
@@ -252,6 +307,14 @@ impl FileStorage {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Refuses a data directory in the old format, and creates `data_dir` and its log
+    /// directory when they do not exist yet, syncing the parents so that the new
+    /// directories survive a crash. Run before anything else opens files in `data_dir`.
+    pub fn prepare_dir(data_dir: &Path) -> Result<(), StorageError> {
+        FileStorage::refuse_old_format(data_dir)?;
         let dir = data_dir.join(LOG_DIR);
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -260,26 +323,58 @@ impl FileStorage {
                 sync_dir(parent)?;
             }
         }
+        Ok(())
+    }
+
+    /// Opens (or creates) the log under `data_dir` and replays it, with segments of
+    /// `segment_bytes`. A torn record at the end of the newest segment is dropped with a
+    /// warning; any other damage is an error naming the file and offset.
+    pub fn open(
+        data_dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(FileStorage, InitialState), StorageError> {
+        FileStorage::open_after(data_dir, segment_bytes, LogPoint::default())
+    }
+
+    /// [`FileStorage::open`] for a node whose state machine already holds everything
+    /// through `applied`: the entries returned start after it when the log holds it (with
+    /// that term); older entries stay on disk, to be read with `read_entries`, and
+    /// `InitialState::disk_start` says where they begin.
+    pub fn open_after(
+        data_dir: &Path,
+        segment_bytes: u64,
+        applied: LogPoint,
+    ) -> Result<(FileStorage, InitialState), StorageError> {
+        FileStorage::prepare_dir(data_dir)?;
+        let dir = data_dir.join(LOG_DIR);
         let found = list_segments(&dir)?;
         let mut replay = Replay {
             hard_state: HardState::default(),
             start: LogPoint::default(),
             entries: Vec::new(),
+            light_through: applied.index,
+            cuts: Vec::new(),
+            start_unknown: None,
         };
         let mut segments = Vec::new();
         let count = found.len();
         for (i, (number, path)) in found.into_iter().enumerate() {
             let newest = i + 1 == count;
-            let last_index = replay_segment(&path, i == 0, newest, &mut replay)?;
-            match last_index {
-                Some(last_index) => segments.push(Segment {
-                    number,
-                    path,
-                    last_index,
-                }),
+            let mut segment = Segment::new(number, path, 0);
+            let replayed = replay_segment(&mut segment, i == 0, newest, &mut replay)?;
+            if replayed {
+                segments.push(segment);
+            } else {
                 // The newest segment lost even its first record: nothing was in it.
-                None => fs::remove_file(&path).map_err(io_err(&path))?,
+                fs::remove_file(&segment.path).map_err(io_err(&segment.path))?;
             }
+        }
+        if let Some((path, offset)) = replay.start_unknown.take() {
+            return Err(corrupt(
+                &path,
+                offset,
+                "a truncation reaches below the oldest segment and no compaction follows".into(),
+            ));
         }
         let mut terms = TermRuns {
             start: replay.start,
@@ -289,6 +384,14 @@ impl FileStorage {
         for e in &replay.entries {
             terms.append(e.index, e.term);
         }
+        // Entries the store holds stay on disk only; the log in memory starts after them
+        // if it holds their last one with the same term (else it is discarded whole, as
+        // on installing a snapshot).
+        let disk_start = replay.start;
+        if applied.index > replay.start.index {
+            compact_entries(&mut replay.entries, &mut replay.start, applied);
+        }
+        debug_assert!(replay.entries.iter().all(|e| e.index > applied.index));
         let next_number = segments.last().map_or(1, |s| s.number + 1);
         let path = segment_path(&dir, next_number);
         let file = OpenOptions::new()
@@ -307,33 +410,43 @@ impl FileStorage {
             buf: vec![0; BATCH_HEADER_LEN],
             scratch: Vec::new(),
             deleter: Deleter::start(),
+            cuts: std::mem::take(&mut replay.cuts),
         };
-        storage.segments.push(Segment {
-            number: next_number,
-            path,
-            last_index: storage.terms.last_index,
-        });
+        let last_index = storage.terms.last_index;
+        storage
+            .segments
+            .push(Segment::new(next_number, path, last_index));
         storage.start_segment_header()?;
         let len = storage.buf.len() as u64;
         storage.write_buf()?;
         storage.active_len = len;
         sync_dir(&storage.dir)?;
         info!(
-            "{}: loaded term {}, vote {:?}, log {}..={} ({} entries in {} segments)",
+            "{}: loaded term {}, vote {:?}, log {}..={} in {} segments ({} entries after the \
+             store's index {} loaded)",
             storage.dir.display(),
             replay.hard_state.current_term,
             replay.hard_state.voted_for,
-            replay.start.index + 1,
+            disk_start.index + 1,
             replay.last_index(),
+            storage.segments.len(),
             replay.entries.len(),
-            storage.segments.len()
+            applied.index
         );
+        // Entries below the store's point are served from disk only if the log agrees
+        // with the store there.
+        let disk_start = if replay.start == applied || applied.index <= disk_start.index {
+            disk_start
+        } else {
+            replay.start
+        };
         Ok((
             storage,
             InitialState {
                 hard_state: replay.hard_state,
                 start: replay.start,
                 entries: replay.entries,
+                disk_start,
             },
         ))
     }
@@ -390,11 +503,8 @@ impl FileStorage {
             .open(&path)
             .map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
-        self.segments.push(Segment {
-            number,
-            path,
-            last_index: self.terms.last_index,
-        });
+        self.segments
+            .push(Segment::new(number, path, self.terms.last_index));
         self.active_len = 0;
         self.start_segment_header()
     }
@@ -418,20 +528,135 @@ impl FileStorage {
                 fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
             }
         }
+        let oldest = self.segments[0].number;
+        self.cuts.retain(|c| c.segment >= oldest);
         Ok(())
+    }
+
+    /// Reads the durable entries from `from` on: at most `max_entries`, and about
+    /// `max_bytes` (at least one), all from one segment. `None` if the log does not hold
+    /// `from` (compacted, or beyond its end).
+    pub fn read_entries(
+        &self,
+        from: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        if from <= self.terms.start.index || from > self.terms.last_index || max_entries == 0 {
+            return Ok(None);
+        }
+        let Some(seg) = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.written.is_some_and(|(lo, hi)| lo <= from && from <= hi))
+        else {
+            return Ok(None);
+        };
+        // The live copy of `from` is at or after the last batch starting at or below it:
+        // a later batch starting below it would have replaced it.
+        let mut pos = seg
+            .marks
+            .iter()
+            .filter(|m| m.0 <= from)
+            .map(|m| m.1)
+            .max()
+            .unwrap_or(0);
+        let file = File::open(&seg.path).map_err(io_err(&seg.path))?;
+        let len = file.metadata().map_err(io_err(&seg.path))?.len();
+        // Entries from `limit` on are replaced by a truncation not read yet.
+        let limit_after = |pos: u64| {
+            self.cuts
+                .iter()
+                .filter(|c| c.segment > seg.number || (c.segment == seg.number && c.offset >= pos))
+                .map(|c| c.from)
+                .min()
+                .unwrap_or(LogIndex::MAX)
+        };
+        let mut got: Vec<Entry> = Vec::new();
+        let mut bytes = 0usize;
+        let mut chunk = READ_CHUNK;
+        let mut buf = Vec::new();
+        while pos < len {
+            let want = (len - pos).min(chunk as u64) as usize;
+            buf.resize(want, 0);
+            file.read_exact_at(&mut buf, pos)
+                .map_err(io_err(&seg.path))?;
+            let (records, outcome) = read_batches_marked(&buf);
+            let done = match outcome {
+                RecordReadOutcome::Clean => buf.len(),
+                RecordReadOutcome::TornTail { offset, reason }
+                | RecordReadOutcome::Corrupt { offset, reason } => {
+                    if pos + want as u64 >= len {
+                        // The whole rest of the file is here: the damage is real.
+                        return Err(corrupt(&seg.path, pos + offset, reason));
+                    }
+                    offset as usize
+                }
+            };
+            if done == 0 {
+                chunk *= 2; // a batch larger than the chunk
+                continue;
+            }
+            for (_, offset, payload) in records {
+                if offset as usize >= done {
+                    break;
+                }
+                let record: Record = codec::decode(payload)
+                    .map_err(|e| corrupt(&seg.path, pos + offset, e.to_string()))?;
+                match record {
+                    Record::TruncateFrom(x) => {
+                        let keep = got.partition_point(|e| e.index < x);
+                        for e in got.drain(keep..) {
+                            bytes = bytes.saturating_sub(e.approx_size());
+                        }
+                    }
+                    Record::Entry(e) => {
+                        let next = got.last().map_or(from, |l| l.index + 1);
+                        if e.index == next {
+                            bytes += e.approx_size();
+                            got.push(e);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            pos += done as u64;
+            chunk = READ_CHUNK;
+            let limit = limit_after(pos);
+            let usable = got.partition_point(|e| e.index < limit);
+            if usable >= max_entries || (usable == got.len() && bytes >= max_bytes) {
+                break;
+            }
+        }
+        let limit = limit_after(pos);
+        got.retain(|e| e.index < limit);
+        let mut total = 0usize;
+        let mut keep = 0usize;
+        for e in got.iter().take(max_entries) {
+            total += e.approx_size();
+            if keep > 0 && total > max_bytes {
+                break;
+            }
+            keep += 1;
+        }
+        got.truncate(keep);
+        Ok((!got.is_empty()).then_some(got))
     }
 }
 
 /// Replays one segment into `replay`. Returns the highest entry index it holds (its start
 /// point if none), or `None` for a newest segment with no complete record.
 fn replay_segment(
-    path: &Path,
+    segment: &mut Segment,
     oldest: bool,
     newest: bool,
     replay: &mut Replay,
-) -> Result<Option<LogIndex>, StorageError> {
+) -> Result<bool, StorageError> {
+    let path = segment.path.clone();
+    let path = path.as_path();
     let data = fs::read(path).map_err(io_err(path))?;
-    let (records, outcome) = read_batches(&data);
+    let (records, outcome) = read_batches_marked(&data);
     match outcome {
         RecordReadOutcome::Clean => {}
         RecordReadOutcome::TornTail { offset, reason } if newest => {
@@ -456,10 +681,17 @@ fn replay_segment(
         }
     }
     if records.is_empty() && newest {
-        return Ok(None);
+        return Ok(false);
     }
     let mut last_in_segment = None;
-    for (i, (offset, payload)) in records.into_iter().enumerate() {
+    // The batch being replayed: its offset, first and last entry, and whether it cut.
+    let mut batch: Option<(u64, LogIndex, LogIndex, bool)> = None;
+    for (i, (batch_offset, offset, payload)) in records.into_iter().enumerate() {
+        if batch.is_some_and(|b| b.0 != batch_offset) {
+            if let Some((at, first, last, cut)) = batch.take().filter(|b| b.1 > 0) {
+                segment.note_batch(at, first, last, cut);
+            }
+        }
         let record: Record =
             codec::decode(payload).map_err(|e| corrupt(path, offset, e.to_string()))?;
         match record {
@@ -492,8 +724,35 @@ fn replay_segment(
                 return Err(corrupt(path, offset, "second segment start record".into()))
             }
             Record::HardState(hs) => replay.hard_state = hs,
-            Record::TruncateFrom(from) => replay.entries.retain(|e| e.index < from),
-            Record::Compacted(to) => compact_entries(&mut replay.entries, &mut replay.start, to),
+            Record::TruncateFrom(from) => {
+                if from <= replay.start.index {
+                    // Only the oldest segment's start can lie above a truncation: it began
+                    // while uncommitted entries (cut here) ended the log, and the segments
+                    // holding what came before were deleted by a compaction recorded
+                    // later, which sets the start again.
+                    replay.start = LogPoint {
+                        index: from.saturating_sub(1),
+                        term: 0,
+                    };
+                    replay.entries.clear();
+                    replay.start_unknown = Some((path.to_path_buf(), offset));
+                }
+                if from <= replay.last_index() {
+                    replay.cuts.push(Cut {
+                        segment: segment.number,
+                        offset: batch_offset,
+                        from,
+                    });
+                    batch = Some((batch_offset, 0, 0, true));
+                }
+                replay.entries.retain(|e| e.index < from)
+            }
+            Record::Compacted(to) => {
+                if replay.start_unknown.is_some() && to.index > replay.start.index {
+                    replay.start_unknown = None;
+                }
+                compact_entries(&mut replay.entries, &mut replay.start, to)
+            }
             Record::Entry(entry) => {
                 if entry.index != replay.last_index() + 1 {
                     return Err(corrupt(
@@ -507,11 +766,26 @@ fn replay_segment(
                     ));
                 }
                 last_in_segment = Some(last_in_segment.unwrap_or(0).max(entry.index));
+                batch = Some(match batch {
+                    Some((at, first, _, cut)) if first > 0 => (at, first, entry.index, cut),
+                    Some((at, _, _, cut)) => (at, entry.index, entry.index, cut),
+                    None => (batch_offset, entry.index, entry.index, false),
+                });
+                let mut entry = entry;
+                if entry.index <= replay.light_through {
+                    entry.payload = crate::raft::Payload::Noop;
+                }
                 replay.entries.push(entry);
             }
         }
     }
-    Ok(last_in_segment)
+    if let Some((at, first, last, cut)) = batch {
+        if first > 0 {
+            segment.note_batch(at, first, last, cut);
+        }
+    }
+    segment.last_index = segment.last_index.max(last_in_segment.unwrap_or(0));
+    Ok(true)
 }
 
 /// Makes a directory entry change (create, rename, delete) durable.
@@ -546,6 +820,7 @@ impl Storage for FileStorage {
         if self.buf.len() == BATCH_HEADER_LEN {
             return Ok(());
         }
+        let offset = self.active_len;
         self.write_buf()?;
         // The batch is durable; now bring the bookkeeping along, in the batch's order.
         if let Some(to) = batch.compact_to {
@@ -556,6 +831,7 @@ impl Storage for FileStorage {
                 self.terms.compact(to, kept);
             }
         }
+        let last_before = self.terms.last_index;
         if let Some(hs) = batch.hard_state {
             self.hard_state = hs;
         }
@@ -568,8 +844,24 @@ impl Storage for FileStorage {
         for e in &batch.entries {
             self.terms.append(e.index, e.term);
         }
-        if let (Some(seg), Some(last)) = (self.segments.last_mut(), batch.entries.last()) {
-            seg.last_index = seg.last_index.max(last.index);
+        // Where reads of old entries can start, and which writes this batch replaced.
+        let first = batch.entries.first().map(|e| e.index);
+        let cut = [batch.truncate_from, first]
+            .into_iter()
+            .flatten()
+            .min()
+            .filter(|x| *x <= last_before);
+        if let Some(seg) = self.segments.last_mut() {
+            if let Some(from) = cut {
+                self.cuts.push(Cut {
+                    segment: seg.number,
+                    offset,
+                    from,
+                });
+            }
+            if let (Some(first), Some(last)) = (first, batch.entries.last()) {
+                seg.note_batch(offset, first, last.index, cut.is_some());
+            }
         }
         if let Some(to) = batch.compact_to {
             self.delete_segments_through(to.index)?;
@@ -579,6 +871,15 @@ impl Storage for FileStorage {
 
     fn is_blocking(&self) -> bool {
         true
+    }
+
+    fn read_entries(
+        &self,
+        from: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        FileStorage::read_entries(self, from, max_entries, max_bytes)
     }
 }
 

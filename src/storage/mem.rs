@@ -6,9 +6,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{apply_batch_to, InitialState, Storage, StorageError};
+use super::{apply_batch_to, slice_entries, InitialState, Storage, StorageError};
 use crate::kv::MemStoreDisk;
-use crate::raft::PersistBatch;
+use crate::raft::{Entry, LogIndex, PersistBatch};
 
 #[derive(Default)]
 struct DiskImage {
@@ -78,5 +78,19 @@ impl Storage for MemStorage {
 
     fn is_blocking(&self) -> bool {
         false
+    }
+
+    fn read_entries(
+        &self,
+        from: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        Ok(self
+            .disk
+            .inner
+            .lock()
+            .ok()
+            .and_then(|d| slice_entries(&d.durable.entries, from, max_entries, max_bytes)))
     }
 }

@@ -26,6 +26,10 @@ pub struct InitialState {
     pub start: LogPoint,
     /// The entries after `start`, in order.
     pub entries: Vec<Entry>,
+    /// The durable log starts after this point (at or before `start`): the entries in
+    /// between were left on disk (the state machine holds them) and are read with
+    /// [`Storage::read_entries`].
+    pub disk_start: LogPoint,
 }
 
 impl InitialState {
@@ -64,6 +68,41 @@ pub trait Storage: Send + 'static {
 
     /// True when `persist` blocks on real I/O and must run off the async threads.
     fn is_blocking(&self) -> bool;
+
+    /// Durable entries from `from` on (at most `max_entries`, about `max_bytes`, at least
+    /// one), for a follower that needs entries no longer kept in memory. `None` when the
+    /// log does not hold `from`. Only committed entries are asked for.
+    fn read_entries(
+        &self,
+        from: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Entry>>, StorageError>;
+}
+
+/// Entries from `from` on in `entries` (ordered, contiguous), bounded as
+/// [`Storage::read_entries`] says.
+pub(crate) fn slice_entries(
+    entries: &[Entry],
+    from: LogIndex,
+    max_entries: usize,
+    max_bytes: usize,
+) -> Option<Vec<Entry>> {
+    let first = entries.first()?.index;
+    if from < first {
+        return None;
+    }
+    let start = (from - first) as usize;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for e in entries.get(start..)?.iter().take(max_entries) {
+        bytes += e.approx_size();
+        if !out.is_empty() && bytes > max_bytes {
+            break;
+        }
+        out.push(e.clone());
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Makes the log start after `to` (Figure 13, steps 6-7): entries after it stay only if the
@@ -88,6 +127,7 @@ pub fn compact_entries(entries: &mut Vec<Entry>, start: &mut LogPoint, to: LogPo
 pub(crate) fn apply_batch_to(state: &mut InitialState, batch: &PersistBatch) {
     if let Some(to) = batch.compact_to {
         compact_entries(&mut state.entries, &mut state.start, to);
+        state.disk_start = state.start;
     }
     if let Some(hs) = batch.hard_state {
         state.hard_state = hs;

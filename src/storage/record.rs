@@ -182,7 +182,18 @@ fn intact_batch_after(data: &[u8], from: usize) -> bool {
 
 /// Splits a file of batches into record payloads (each with its starting offset), and says
 /// how it ended (see the module comment for the torn-versus-corrupt rule).
+#[cfg(test)]
 pub fn read_batches(data: &[u8]) -> (Vec<(u64, &[u8])>, RecordReadOutcome) {
+    let (records, outcome) = read_batches_marked(data);
+    (
+        records.into_iter().map(|(_, o, p)| (o, p)).collect(),
+        outcome,
+    )
+}
+
+/// [`read_batches`], with the offset of the batch each record belongs to first.
+#[allow(clippy::type_complexity)]
+pub fn read_batches_marked(data: &[u8]) -> (Vec<(u64, u64, &[u8])>, RecordReadOutcome) {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < data.len() {
@@ -201,7 +212,11 @@ pub fn read_batches(data: &[u8]) -> (Vec<(u64, &[u8])>, RecordReadOutcome) {
                         },
                     );
                 }
-                out.extend(records.into_iter().map(|(o, p)| (start as u64 + o, p)));
+                out.extend(
+                    records
+                        .into_iter()
+                        .map(|(o, p)| (offset, start as u64 + o, p)),
+                );
                 pos = end;
             }
             Err(damage) => {

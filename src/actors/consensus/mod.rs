@@ -380,6 +380,7 @@ impl Consensus {
                 log: ctx.address().recipient(),
                 progress: ctx.address().recipient(),
                 snapshots: self.state_machine.clone().recipient(),
+                disk: self.log_store.clone().recipient(),
                 metrics: self.metrics.clone(),
             },
             self.transport.clone(),

@@ -124,8 +124,14 @@ pub struct LogLimits {
     pub max_uncommitted_bytes: u64,
     /// ... or number this many.
     pub max_uncommitted_entries: u64,
-    /// The tail kept below the store's durable index holds at most this many bytes.
+    /// The tail kept in memory below the store's durable index holds at most this many
+    /// bytes.
     pub log_tail_bytes: u64,
+    /// The durable log keeps about this many bytes below the store's durable index (at
+    /// least the memory tail), read from disk for followers that lag further.
+    pub disk_tail_bytes: u64,
+    /// ... and at most this many entries.
+    pub disk_tail_entries: u64,
 }
 
 impl Default for LogLimits {
@@ -133,7 +139,9 @@ impl Default for LogLimits {
         LogLimits {
             max_uncommitted_bytes: 32 * 1024 * 1024,
             max_uncommitted_entries: 10_000,
-            log_tail_bytes: 96 * 1024 * 1024,
+            log_tail_bytes: 32 * 1024 * 1024,
+            disk_tail_bytes: 256 * 1024 * 1024,
+            disk_tail_entries: 1_000_000,
         }
     }
 }
@@ -210,6 +218,16 @@ pub enum LogSlice {
         entries: Vec<Entry>,
         leader_commit: LogIndex,
     },
+    /// The entries from `from` on are no longer in memory but still in the durable log:
+    /// read them there (they are committed, so they cannot change). `prev` is the point
+    /// before `from` when it is known here; otherwise read from `from - 1` to learn its
+    /// term. Entries after `through` are in memory.
+    OnDisk {
+        from: LogIndex,
+        prev: Option<LogPoint>,
+        through: LogIndex,
+        leader_commit: LogIndex,
+    },
     /// The entries before `next_index` are compacted: the follower needs a snapshot of
     /// the state machine.
     NeedSnapshot,
@@ -282,6 +300,12 @@ pub struct RaftCore {
     /// Snapshots being streamed to peers (leader only): the log is not compacted past
     /// their index, so the follower can continue from the log once it has installed one.
     snapshot_pins: BTreeMap<NodeId, LogIndex>,
+    /// The durable log starts after this point: it keeps a longer tail than memory does
+    /// (`limits.disk_tail_bytes`), read back for followers that lag further.
+    disk_start: LogPoint,
+    /// Points the memory log was compacted to since `disk_start`, with the running byte
+    /// total there: where the durable log may later be compacted to.
+    disk_marks: VecDeque<(LogPoint, u64)>,
 
     effects: Vec<Effect>,
 }
@@ -299,6 +323,10 @@ impl RaftCore {
     ) -> Self {
         // Applied entries were committed; the store holds them durably.
         let snapshot_index = log.snapshot_index().max(applied.min(log.last_index()));
+        let log_start = LogPoint {
+            index: log.snapshot_index(),
+            term: log.snapshot_term(),
+        };
         let last = log.last_index();
         let bootstrap = Membership::with_voters(
             peers
@@ -342,8 +370,19 @@ impl RaftCore {
             limits: LogLimits::default(),
             store_durable: snapshot_index,
             snapshot_pins: BTreeMap::new(),
+            disk_start: log_start,
+            disk_marks: VecDeque::new(),
             effects: Vec::new(),
         }
+    }
+
+    /// The durable log starts after `point`, before the log held in memory: entries in
+    /// between are read from disk for followers that need them.
+    pub fn with_disk_start(mut self, point: LogPoint) -> Self {
+        if point.index <= self.log.snapshot_index() {
+            self.disk_start = point;
+        }
+        self
     }
 
     /// Keep this many entries below the store's durable index when compacting.
@@ -671,6 +710,18 @@ impl RaftCore {
                 entries: self.log.slice(next_index, max_entries, max_bytes),
                 leader_commit: self.commit_index,
             },
+            // Compacted from memory but not from disk (memory starts after it, so it is
+            // below the commit index and final).
+            None if prev_log_index >= self.disk_start.index
+                && prev_log_index < self.log.snapshot_index() =>
+            {
+                LogSlice::OnDisk {
+                    from: next_index,
+                    prev: (prev_log_index == self.disk_start.index).then_some(self.disk_start),
+                    through: self.log.snapshot_index(),
+                    leader_commit: self.commit_index,
+                }
+            }
             None => LogSlice::NeedSnapshot,
         }
     }

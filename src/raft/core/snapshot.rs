@@ -72,6 +72,8 @@ impl RaftCore {
             );
             // Rules 6-7: keep entries after the snapshot only if our log agrees at its end.
             self.log.compact_to(snapshot.index, snapshot.term);
+            self.disk_start = snapshot;
+            self.disk_marks.clear();
             self.note_compacted(snapshot.index, membership);
             self.pending_batch();
             if let Some(batch) = self.pending.as_mut() {
@@ -154,18 +156,53 @@ impl RaftCore {
         let Some(term) = self.log.term_at(point) else {
             return;
         };
+        let total = self.log.running_total(point);
         self.log.compact_to(point, term);
         self.note_compacted(point, None);
         debug!(
-            "[node {} term {}] log compacted to index {} ({} entries kept)",
+            "[node {} term {}] log compacted in memory to index {} ({} entries kept)",
             self.id,
             self.current_term,
             point,
             self.log.len()
         );
+        self.disk_marks
+            .push_back((LogPoint { index: point, term }, total));
+        self.maybe_compact_disk(self.log.running_total(base), base);
+    }
+
+    /// Compacts the durable log to the oldest point the memory log was compacted to that
+    /// leaves at most the disk tail (in bytes and entries) below `base`, the store's
+    /// durable index, whose running byte total is `base_total`.
+    fn maybe_compact_disk(&mut self, base_total: u64, base: LogIndex) {
+        let bytes = self.limits.disk_tail_bytes;
+        let entries = self.limits.disk_tail_entries;
+        let within = |(p, total): &(LogPoint, u64)| {
+            base_total.saturating_sub(*total) <= bytes && base.saturating_sub(p.index) <= entries
+        };
+        // Marks are oldest first: drop those too old, keeping the newest of them as the
+        // point to compact to.
+        let mut to = None;
+        while let Some(mark) = self.disk_marks.front() {
+            if within(mark) {
+                break;
+            }
+            to = self.disk_marks.pop_front();
+        }
+        let Some((point, _)) = to else {
+            return;
+        };
+        if point.index <= self.disk_start.index {
+            return;
+        }
+        self.disk_start = point;
+        debug!(
+            "[node {} term {}] durable log compacted to index {}",
+            self.id, self.current_term, point.index
+        );
         let batch = self.pending_batch();
-        if batch.compact_to.is_none_or(|c| c.index < point) {
-            batch.compact_to = Some(LogPoint { index: point, term });
+        if batch.compact_to.is_none_or(|c| c.index < point.index) {
+            batch.compact_to = Some(point);
         }
     }
 }
