@@ -44,6 +44,10 @@ const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 const STARTUP_LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Pause after a failed operation, so that an unavailable cluster is not hammered.
 const ERROR_BACKOFF: Duration = Duration::from_millis(20);
+/// How long --verify keeps trying to read back the acknowledged writes.
+const VERIFY_DEADLINE: Duration = Duration::from_secs(120);
+/// How many connections read back at once.
+const VERIFY_CONNECTIONS: usize = 16;
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +102,10 @@ struct Args {
     /// Print the summary as one JSON line on stdout (report lines go to stderr).
     #[arg(long)]
     json: bool,
+    /// After the load, read back every acknowledged write (a linearizable GET through the
+    /// leader) and count those missing or different. raftkv with fresh keys only.
+    #[arg(long)]
+    verify: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -633,6 +641,14 @@ struct Shared {
     /// The next fresh key number.
     next_key: AtomicU64,
     tally: Mutex<Tally>,
+    /// With --verify: acknowledged writes read back intact, missing or different, and not
+    /// checked (no answer within VERIFY_DEADLINE).
+    verified: AtomicU64,
+    lost: AtomicU64,
+    unchecked: AtomicU64,
+    /// Connections still allowed to start reading back (at most VERIFY_CONNECTIONS at once,
+    /// so that the read-back does not become a load of its own).
+    verify_slots: (Mutex<usize>, std::sync::Condvar),
 }
 
 enum Op {
@@ -705,7 +721,7 @@ fn worker(shared: Arc<Shared>) {
     };
     let mut conn: Option<Conn> = None;
     let (mut epoch, mut leader) = shared.cluster.current();
-    // Key numbers this connection wrote, for reads.
+    // Key numbers this connection wrote, for reads and for --verify.
     let mut mine: Vec<u64> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         if shared.cluster.epoch() != epoch {
@@ -774,7 +790,7 @@ fn worker(shared: Arc<Shared>) {
         if matches!(op, Op::Write) {
             if matches!(outcome, Outcome::Ok) {
                 shared.written.fetch_add(1, Ordering::SeqCst);
-                if args.read_fraction > 0.0 {
+                if args.read_fraction > 0.0 || args.verify {
                     mine.push(key_no);
                 }
             } else if args.total_keys.is_some() {
@@ -806,6 +822,72 @@ fn worker(shared: Arc<Shared>) {
                 std::thread::sleep(ERROR_BACKOFF);
             }
             Outcome::Other => std::thread::sleep(ERROR_BACKOFF),
+        }
+    }
+    if args.verify {
+        let (slots, freed) = &shared.verify_slots;
+        let mut free = lock(slots);
+        while *free == 0 {
+            free = freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        drop(free);
+        verify(&shared, &mine, &value);
+        *lock(slots) += 1;
+        freed.notify_one();
+    }
+}
+
+/// Reads back every key in `keys` (this connection's acknowledged writes, all of `value`)
+/// through the leader, retrying refusals and failovers until VERIFY_DEADLINE.
+fn verify(shared: &Shared, keys: &[u64], value: &[u8]) {
+    let timeout = Duration::from_millis(shared.args.timeout_ms);
+    let deadline = Instant::now() + VERIFY_DEADLINE;
+    let mut conn: Option<Conn> = None;
+    let (mut epoch, mut leader) = shared.cluster.current();
+    for (i, key_no) in keys.iter().enumerate() {
+        let key = format!("{}{:010}", shared.prefix, key_no);
+        loop {
+            if Instant::now() >= deadline {
+                shared
+                    .unchecked
+                    .fetch_add((keys.len() - i) as u64, Ordering::SeqCst);
+                return;
+            }
+            let Some(node) = leader.as_ref().map(|l| l.node) else {
+                (epoch, leader) = shared.cluster.rediscover(epoch);
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            let addr = &shared.cluster.nodes[node];
+            let request = build_request(
+                "GET",
+                addr,
+                &format!("/kv/{}", encode_key(&key)),
+                false,
+                b"",
+            );
+            match send(&mut conn, node, addr, &request, timeout) {
+                Ok(r) if r.status == 200 && r.body == value => {
+                    shared.verified.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                Ok(r) if r.status == 200 || r.status == 404 => {
+                    eprintln!(
+                        "bench: acknowledged write of {} reads back as {} ({} bytes)",
+                        key,
+                        r.status,
+                        r.body.len()
+                    );
+                    shared.lost.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                _ => {
+                    conn = None;
+                    (epoch, leader) = shared.cluster.rediscover(epoch);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
         }
     }
 }
@@ -944,6 +1026,9 @@ fn validate(args: &Args) -> Result<(), String> {
     }
     if args.timeout_ms == 0 {
         return Err("--timeout-ms must be positive".into());
+    }
+    if args.verify && (args.target != Target::Raftkv || args.keys != KeySpace::Fresh) {
+        return Err("--verify needs --target raftkv and --keys fresh".into());
     }
     Ok(())
 }
@@ -1094,6 +1179,10 @@ fn main() -> ExitCode {
         claimed: AtomicU64::new(0),
         next_key: AtomicU64::new(0),
         tally: Mutex::new(Tally::default()),
+        verified: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
+        unchecked: AtomicU64::new(0),
+        verify_slots: (Mutex::new(VERIFY_CONNECTIONS), std::sync::Condvar::new()),
     });
     let start = Instant::now();
     let mut handles: Vec<JoinHandle<()>> = (0..shared.args.connections)
@@ -1140,6 +1229,8 @@ fn main() -> ExitCode {
             }
             std::thread::sleep((window_end - now).min(Duration::from_millis(50)));
         };
+        // The load ends here; with --verify the workers then read their writes back.
+        let now = Instant::now();
         if finished {
             shared.stop.store(true, Ordering::SeqCst);
             for h in handles.drain(..) {
@@ -1148,7 +1239,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        let now = Instant::now();
         if finished {
             if let Some(h) = poller.take() {
                 if h.join().is_err() {
@@ -1258,6 +1348,17 @@ fn main() -> ExitCode {
         min_over_first.map_or("n/a".to_string(), |r| format!("{:.3}", r)),
         max_window_p99
     ));
+    let (verified, lost, unchecked) = (
+        shared.verified.load(Ordering::SeqCst),
+        shared.lost.load(Ordering::SeqCst),
+        shared.unchecked.load(Ordering::SeqCst),
+    );
+    if shared.args.verify {
+        say(&format!(
+            "         read back: {} acknowledged writes intact, {} missing or different, {} not checked",
+            verified, lost, unchecked
+        ));
+    }
     if json_out {
         let args = &shared.args;
         let summary = json!({
@@ -1297,6 +1398,9 @@ fn main() -> ExitCode {
             "min_over_first_window_throughput": min_over_first.map(r3),
             "max_window_p99_ms": r3(max_window_p99),
             "windows": windows.iter().map(WindowReport::json).collect::<Vec<_>>(),
+            "verified": args.verify.then_some(verified),
+            "lost": args.verify.then_some(lost),
+            "unchecked": args.verify.then_some(unchecked),
         });
         println!("{}", summary);
     }

@@ -9,6 +9,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/common.sh
 
 PROG=scripts/bench-scale.sh
 KEYS=800000
@@ -158,14 +159,9 @@ for port in 8001 8002 8003 9001 9002 9003; do
 done
 rm -rf "$DIR"
 mkdir -p "$DIR"
-(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/cluster.secret")
 : >"$SUMMARY"
 cargo build --release --bin raftkv --example bench
-for k in 1 2 3; do
-	sed -e "s#^data_dir = .*#data_dir = \"$DIR/node$k\"#" \
-		-e "s#^cluster_secret_file = .*#cluster_secret_file = \"$DIR/cluster.secret\"#" \
-		"config/node$k.toml" >"$DIR/node$k.toml"
-done
+make_cluster_configs "$BIN" "$DIR"
 
 say "raftkv scale benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ { printf "%d GiB", $2/1048576 }' /proc/meminfo)"
 say "git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"

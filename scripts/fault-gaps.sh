@@ -8,6 +8,7 @@
 # Usage: scripts/fault-gaps.sh [DIR (default /tmp/raftkv-fault-gaps)]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/common.sh
 DIR=${1:-/tmp/raftkv-fault-gaps}
 BIN=target/release/raftkv
 for port in 8001 8002 8003 9001 9002 9003; do
@@ -18,12 +19,7 @@ for port in 8001 8002 8003 9001 9002 9003; do
 done
 cargo build --release --bin raftkv
 rm -rf "$DIR" && mkdir -p "$DIR"
-(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/cluster.secret")
-for k in 1 2 3; do
-	sed -e "s#^data_dir = .*#data_dir = \"$DIR/node$k\"#" \
-		-e "s#^cluster_secret_file = .*#cluster_secret_file = \"$DIR/cluster.secret\"#" \
-		"config/node$k.toml" >"$DIR/node$k.toml"
-done
+make_cluster_configs "$BIN" "$DIR"
 exec python3 - "$BIN" "$DIR" <<'PY'
 import http.client, os, signal, subprocess, sys, threading, time, json
 BIN, DIR = sys.argv[1], sys.argv[2]

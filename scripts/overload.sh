@@ -6,6 +6,7 @@
 # Usage: scripts/overload.sh [SECS (default 20)] [DIR (default /tmp/raftkv-overload)]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/common.sh
 
 SECS=${1:-20}
 DIR=${2:-/tmp/raftkv-overload}
@@ -21,14 +22,11 @@ for port in 8001 8002 8003 9001 9002 9003; do
 done
 cargo build --release --bin raftkv --example bench
 rm -rf "$DIR" && mkdir -p "$DIR"
-(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/cluster.secret")
+# EXTRA_CONFIG: more top-level keys for every node (e.g. "store_cache_mb = 64").
+make_cluster_configs "$BIN" "$DIR" "${EXTRA_CONFIG:-}"
 pids=()
 trap 'kill -9 "${pids[@]}" 2>/dev/null || true' EXIT
 for k in 1 2 3; do
-	# EXTRA_CONFIG: more top-level keys for every node (e.g. "store_cache_mb = 64").
-	sed -e "s#^data_dir = .*#data_dir = \"$DIR/node$k\"\n${EXTRA_CONFIG:-}#" \
-		-e "s#^cluster_secret_file = .*#cluster_secret_file = \"$DIR/cluster.secret\"#" \
-		"config/node$k.toml" >"$DIR/node$k.toml"
 	RUST_LOG=${RUST_LOG:-info} "$BIN" serve --config "$DIR/node$k.toml" >"$DIR/node$k.log" 2>&1 &
 	pids+=($!)
 done
@@ -40,10 +38,10 @@ done
 before="$(term 1) $(term 2) $(term 3)"
 ulimit -n 65536 2>/dev/null || true
 "$BENCH" --json --nodes "$NODES" --connections 1000 --value-bytes 1048576 --keys fresh \
-	--duration "$SECS" --window 5 --key-prefix big- >"$DIR/big.json" 2>"$DIR/big.txt" &
+	--duration "$SECS" --window 5 --key-prefix big- --verify >"$DIR/big.json" 2>"$DIR/big.txt" &
 big=$!
 "$BENCH" --json --nodes "$NODES" --connections 1000 --value-bytes 100 --keys fresh \
-	--duration "$SECS" --window 5 --key-prefix small- >"$DIR/small.json" 2>"$DIR/small.txt" &
+	--duration "$SECS" --window 5 --key-prefix small- --verify >"$DIR/small.json" 2>"$DIR/small.txt" &
 small=$!
 wait "$big" "$small"
 after="$(term 1) $(term 2) $(term 3)"
@@ -59,7 +57,8 @@ d = json.load(open(sys.argv[1]))
 e = d["errors_by_kind"]
 print(f"{sys.argv[2]}: {d['writes']} writes, {d['writes_per_s']:.0f}/s, p99 {d['p99_ms']} ms; "
       f"refused (503) {e['unavailable_503']}, p99 {d['refused_p99_ms']} ms, max {d['refused_max_ms']} ms; "
-      f"504 {e['timeout_504']}, connection errors {e['connection']}, other {e['other']}")
+      f"504 {e['timeout_504']}, connection errors {e['connection']}, other {e['other']}; "
+      f"read back: {d['verified']} intact, {d['lost']} missing or different, {d['unchecked']} not checked")
 PY
 done
 grep -h "ERROR\|panicked" "$DIR"/node*.log | head -5 || true

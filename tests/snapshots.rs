@@ -95,24 +95,26 @@ fn assert_caught_up(c: &Cluster, id: u64, keys: &[String]) {
 
 #[test]
 fn follower_behind_the_memory_tail_catches_up_from_the_log_on_disk() {
-    // A 20-entry tail in memory, the default (256 MiB) on disk.
+    // A 20-entry tail in memory, the default (256 MiB) on disk, in 1 MiB segments: the
+    // entries are read back across several.
     let opts = ClusterOptions::fast(3)
         .with("log_tail_entries", 20)
-        .with("store_sync_entries", 20);
+        .with("store_sync_entries", 20)
+        .with("log_segment_mb", 1);
     let mut c = Cluster::start_with("disk-tail", opts);
     let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
     let victim = c.followers_of(leader)[0];
     c.kill(victim);
-    fill(&c, &[leader], "before", 200, 2048);
+    fill(&c, &[leader], "before", 1500, 2048);
     // The leader restarts too: its memory then starts at what its store holds, and the
     // older entries are read back from its segments.
     c.kill(leader);
     c.restart(leader);
     let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
-    fill(&c, &[leader], "after", 200, 2048);
+    fill(&c, &[leader], "after", 1500, 2048);
     c.restart(victim);
-    let keys: Vec<String> = (0..200)
-        .step_by(23)
+    let keys: Vec<String> = (0..1500)
+        .step_by(97)
         .flat_map(|i| [format!("before-{:05}", i), format!("after-{:05}", i)])
         .collect();
     assert_caught_up(&c, victim, &keys);

@@ -418,7 +418,7 @@ impl Replicator {
                     through,
                     leader_commit,
                 }) => {
-                    act.read_from_disk(from, prev, through, leader_commit, ctx);
+                    act.read_from_disk(from, prev, through, leader_commit, max_entries, ctx);
                     return;
                 }
                 Ok(LogSlice::NeedSnapshot) => {
@@ -475,22 +475,33 @@ impl Replicator {
     }
 
     /// The follower needs committed entries that are only on disk now: the LogStore reads
-    /// them (from `from - 1` when the term before `from` is not known), then they go out
-    /// like any others. If the disk no longer holds them either, a snapshot follows.
+    /// up to `max_entries` of them (from `from - 1` when the term before `from` is not
+    /// known), then they go out like any others; with `max_entries` 0 (flow control
+    /// allows only a heartbeat) just that heartbeat. If the disk no longer holds them
+    /// either, a snapshot follows.
     fn read_from_disk(
         &mut self,
         from: LogIndex,
         prev: Option<LogPoint>,
         through: LogIndex,
         leader_commit: LogIndex,
+        max_entries: usize,
         ctx: &mut Context<Self>,
     ) {
+        if let (Some(p), 0) = (prev, max_entries) {
+            self.send_entries(p, Vec::new(), leader_commit);
+            if std::mem::take(&mut self.again) {
+                self.pump(ctx);
+            }
+            return;
+        }
         self.fetching = true;
         let start = if prev.is_some() { from } else { from - 1 };
         let wanted = (through + 1).saturating_sub(start) as usize;
+        let extra = usize::from(prev.is_none());
         let ask = self.disk.send(ReadEntries {
             from: start,
-            max_entries: self.limits.max_entries.min(wanted),
+            max_entries: (max_entries + extra).min(wanted),
             max_bytes: self.limits.max_bytes,
         });
         ctx.spawn(fut::wrap_future::<_, Self>(ask).map(move |res, act, ctx| {

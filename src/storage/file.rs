@@ -534,7 +534,7 @@ impl FileStorage {
     }
 
     /// Reads the durable entries from `from` on: at most `max_entries`, and about
-    /// `max_bytes` (at least one), all from one segment. `None` if the log does not hold
+    /// `max_bytes` (at least one), across segments. `None` if the log does not hold
     /// `from` (compacted, or beyond its end).
     pub fn read_entries(
         &self,
@@ -545,14 +545,49 @@ impl FileStorage {
         if from <= self.terms.start.index || from > self.terms.last_index || max_entries == 0 {
             return Ok(None);
         }
-        let Some(seg) = self
-            .segments
-            .iter()
-            .rev()
-            .find(|s| s.written.is_some_and(|(lo, hi)| lo <= from && from <= hi))
-        else {
-            return Ok(None);
-        };
+        let mut got: Vec<Entry> = Vec::new();
+        let mut bytes = 0usize;
+        while got.len() < max_entries && (got.is_empty() || bytes < max_bytes) {
+            let next = got.last().map_or(from, |e| e.index + 1);
+            // The newest segment that wrote `next` holds its live copy.
+            let Some(seg) = self
+                .segments
+                .iter()
+                .rev()
+                .find(|s| s.written.is_some_and(|(lo, hi)| lo <= next && next <= hi))
+            else {
+                break;
+            };
+            let before = got.len();
+            self.read_segment(seg, next, max_entries, max_bytes, &mut got, &mut bytes)?;
+            if got.len() == before {
+                break;
+            }
+        }
+        let mut total = 0usize;
+        let mut keep = 0usize;
+        for e in got.iter().take(max_entries) {
+            total += e.approx_size();
+            if keep > 0 && total > max_bytes {
+                break;
+            }
+            keep += 1;
+        }
+        got.truncate(keep);
+        Ok((!got.is_empty()).then_some(got))
+    }
+
+    /// Appends to `got` the live entries of `seg` from `from` on (`from` follows the last
+    /// of `got`), until the segment ends or `max_entries` / `max_bytes` are reached.
+    fn read_segment(
+        &self,
+        seg: &Segment,
+        from: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+        got: &mut Vec<Entry>,
+        bytes: &mut usize,
+    ) -> Result<(), StorageError> {
         // The live copy of `from` is at or after the last batch starting at or below it:
         // a later batch starting below it would have replaced it.
         let mut pos = seg
@@ -573,8 +608,7 @@ impl FileStorage {
                 .min()
                 .unwrap_or(LogIndex::MAX)
         };
-        let mut got: Vec<Entry> = Vec::new();
-        let mut bytes = 0usize;
+        let base = got.len();
         let mut chunk = READ_CHUNK;
         let mut buf = Vec::new();
         while pos < len {
@@ -605,16 +639,18 @@ impl FileStorage {
                 let record: Record = codec::decode(payload)
                     .map_err(|e| corrupt(&seg.path, pos + offset, e.to_string()))?;
                 match record {
+                    // Only entries read from this segment can be replaced here: the
+                    // earlier ones were read where they are live.
                     Record::TruncateFrom(x) => {
-                        let keep = got.partition_point(|e| e.index < x);
+                        let keep = base + got[base..].partition_point(|e| e.index < x);
                         for e in got.drain(keep..) {
-                            bytes = bytes.saturating_sub(e.approx_size());
+                            *bytes = bytes.saturating_sub(e.approx_size());
                         }
                     }
                     Record::Entry(e) => {
-                        let next = got.last().map_or(from, |l| l.index + 1);
+                        let next = got[base..].last().map_or(from, |l| l.index + 1);
                         if e.index == next {
-                            bytes += e.approx_size();
+                            *bytes += e.approx_size();
                             got.push(e);
                         }
                     }
@@ -624,24 +660,17 @@ impl FileStorage {
             pos += done as u64;
             chunk = READ_CHUNK;
             let limit = limit_after(pos);
-            let usable = got.partition_point(|e| e.index < limit);
-            if usable >= max_entries || (usable == got.len() && bytes >= max_bytes) {
+            let usable = base + got[base..].partition_point(|e| e.index < limit);
+            if usable >= max_entries || (usable == got.len() && *bytes >= max_bytes) {
                 break;
             }
         }
         let limit = limit_after(pos);
-        got.retain(|e| e.index < limit);
-        let mut total = 0usize;
-        let mut keep = 0usize;
-        for e in got.iter().take(max_entries) {
-            total += e.approx_size();
-            if keep > 0 && total > max_bytes {
-                break;
-            }
-            keep += 1;
+        let keep = base + got[base..].partition_point(|e| e.index < limit);
+        for e in got.drain(keep..) {
+            *bytes = bytes.saturating_sub(e.approx_size());
         }
-        got.truncate(keep);
-        Ok((!got.is_empty()).then_some(got))
+        Ok(())
     }
 }
 

@@ -284,6 +284,12 @@ fn old_entries_are_read_back_from_disk_across_segments() {
     assert!(st.segment_count() > 5);
     assert_eq!(read_all(&st, 1, 2000, 100), all);
     assert_eq!(read_all(&st, 1234, 1500, 3), all[1233..1500].to_vec());
+    // A read goes on into the next segments: from any index, as many as asked (a read
+    // that stopped at the end of a segment left a follower one entry further each time).
+    for from in 1..=1900 {
+        let got = st.read_entries(from, 100, 1 << 20).unwrap().unwrap();
+        assert_eq!(got, all[from as usize - 1..from as usize + 99].to_vec());
+    }
     assert_eq!(st.read_entries(2001, 10, 1 << 20).unwrap(), None);
     assert_eq!(st.read_entries(0, 10, 1 << 20).unwrap(), None);
     // At least one entry, even when it alone is over the byte budget.

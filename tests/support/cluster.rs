@@ -415,7 +415,10 @@ impl Cluster {
         cmd.arg("serve")
             .arg("--config")
             .arg(&n.config_path)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("RAFTKV_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
