@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::record::{
     batch_header, read_batches_marked, RecordReadOutcome, RecordWriter, BATCH_HEADER_LEN,
 };
-use super::{compact_entries, InitialState, Storage, StorageError};
+use super::{compact_entries, truncate_entries, InitialState, Storage, StorageError};
 use crate::codec;
 use crate::raft::{Entry, HardState, LogIndex, LogPoint, PersistBatch, Term};
 
@@ -774,7 +774,7 @@ fn replay_segment(
                     });
                     batch = Some((batch_offset, 0, 0, true));
                 }
-                replay.entries.retain(|e| e.index < from)
+                truncate_entries(&mut replay.entries, from)
             }
             Record::Compacted(to) => {
                 if replay.start_unknown.is_some() && to.index > replay.start.index {

@@ -112,15 +112,24 @@ pub fn compact_entries(entries: &mut Vec<Entry>, start: &mut LogPoint, to: LogPo
     if to.index <= start.index {
         return;
     }
+    // Entries are in index order: find the point by binary search (a replay meets
+    // thousands of these records).
+    let at = entries.partition_point(|e| e.index < to.index);
     if entries
-        .iter()
-        .any(|e| e.index == to.index && e.term == to.term)
+        .get(at)
+        .is_some_and(|e| e.index == to.index && e.term == to.term)
     {
-        entries.retain(|e| e.index > to.index);
+        entries.drain(..=at);
     } else {
         entries.clear();
     }
     *start = to;
+}
+
+/// Drops the entries from index `from` on (`entries` are in index order).
+pub fn truncate_entries(entries: &mut Vec<Entry>, from: LogIndex) {
+    let keep = entries.partition_point(|e| e.index < from);
+    entries.truncate(keep);
 }
 
 /// Applies `batch` to an in-memory image of durable state (used by MemStorage).
@@ -133,7 +142,7 @@ pub(crate) fn apply_batch_to(state: &mut InitialState, batch: &PersistBatch) {
         state.hard_state = hs;
     }
     if let Some(from) = batch.truncate_from {
-        state.entries.retain(|e| e.index < from);
+        truncate_entries(&mut state.entries, from);
     }
     for e in &batch.entries {
         if let Some(first_new) = state.entries.iter().position(|x| x.index >= e.index) {
