@@ -78,7 +78,7 @@ pub struct Config {
     /// so with large values the entry count alone would hold gigabytes.
     pub log_tail_mb: Option<u64>,
     /// The log segments on disk keep about this many MiB below what the store holds
-    /// durably (default 256, and at most 1,000,000 entries); a follower that lags beyond
+    /// durably (default 160, and at most 1,000,000 entries); a follower that lags beyond
     /// the memory tail is sent entries read back from them, and only one that lags beyond
     /// this gets a snapshot. At most `log_tail_mb` means no longer tail on disk.
     pub log_disk_tail_mb: Option<u64>,

@@ -95,7 +95,7 @@ fn assert_caught_up(c: &Cluster, id: u64, keys: &[String]) {
 
 #[test]
 fn follower_behind_the_memory_tail_catches_up_from_the_log_on_disk() {
-    // A 20-entry tail in memory, the default (256 MiB) on disk, in 1 MiB segments: the
+    // A 20-entry tail in memory, the default (160 MiB) on disk, in 1 MiB segments: the
     // entries are read back across several.
     let opts = ClusterOptions::fast(3)
         .with("log_tail_entries", 20)

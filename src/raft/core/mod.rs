@@ -140,7 +140,7 @@ impl Default for LogLimits {
             max_uncommitted_bytes: 32 * 1024 * 1024,
             max_uncommitted_entries: 10_000,
             log_tail_bytes: 32 * 1024 * 1024,
-            disk_tail_bytes: 256 * 1024 * 1024,
+            disk_tail_bytes: 160 * 1024 * 1024,
             disk_tail_entries: 1_000_000,
         }
     }
