@@ -172,10 +172,11 @@ impl Metrics {
                 let h = HistogramVec::new(
                     HistogramOpts::new(
                         "raftkv_http_request_duration_seconds",
-                        "HTTP request duration by route.",
+                        "HTTP request duration by route and status class (an overloaded \
+                         node's 503s should be fast).",
                     )
                     .buckets(latency_buckets()),
-                    &["route"],
+                    &["route", "class"],
                 )
                 .expect("metric name");
                 let _ = registry.register(Box::new(h.clone()));

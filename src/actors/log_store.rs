@@ -117,33 +117,28 @@ impl Handler<PersistCmd> for LogStore {
 }
 
 impl Handler<ReadEntries> for LogStore {
-    type Result = AtomicResponse<Self, Result<Option<Vec<Entry>>, StorageError>>;
+    type Result = ResponseFuture<Result<Option<Vec<Entry>>, StorageError>>;
 
+    /// A file log is read on a blocking thread from a view of its segments taken now, so
+    /// that the read neither waits for the writes queued here nor holds them up.
     fn handle(&mut self, msg: ReadEntries, _ctx: &mut Context<Self>) -> Self::Result {
-        let Some(storage) = self.storage.take() else {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(missing()))));
+        let Some(storage) = self.storage.as_ref() else {
+            return Box::pin(std::future::ready(Err(missing())));
         };
-        if !storage.is_blocking() {
+        let Some(reader) = storage.log_reader() else {
             let result = storage.read_entries(msg.from, msg.max_entries, msg.max_bytes);
-            self.storage = Some(storage);
-            return AtomicResponse::new(Box::pin(fut::ready(result)));
-        }
-        let job = tokio::task::spawn_blocking(move || {
-            let result = storage.read_entries(msg.from, msg.max_entries, msg.max_bytes);
-            (storage, result)
-        });
-        AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(job).map(
-            |joined, act, _| match joined {
-                Ok((storage, result)) => {
-                    act.storage = Some(storage);
-                    result
-                }
-                Err(e) => {
-                    error!("log store read task failed: {}", e);
-                    Err(missing())
-                }
-            },
-        )))
+            return Box::pin(std::future::ready(result));
+        };
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                reader.read_entries(msg.from, msg.max_entries, msg.max_bytes)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                error!("log read task failed: {}", e);
+                Err(missing())
+            })
+        })
     }
 }
 

@@ -49,7 +49,7 @@ pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
                         .inc();
                     metrics
                         .http_latency
-                        .with_label_values(&[route])
+                        .with_label_values(&[route, class])
                         .observe(started.elapsed().as_secs_f64());
                     Ok(res)
                 }

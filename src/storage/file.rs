@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::record::{
     batch_header, read_batches_marked, RecordReadOutcome, RecordWriter, BATCH_HEADER_LEN,
 };
-use super::{compact_entries, truncate_entries, InitialState, Storage, StorageError};
+use super::{compact_entries, truncate_entries, InitialState, LogReader, Storage, StorageError};
 use crate::codec;
 use crate::raft::{Entry, HardState, LogIndex, LogPoint, PersistBatch, Term};
 
@@ -542,7 +542,66 @@ impl FileStorage {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Option<Vec<Entry>>, StorageError> {
-        if from <= self.terms.start.index || from > self.terms.last_index || max_entries == 0 {
+        self.log_reader().read_entries(from, max_entries, max_bytes)
+    }
+
+    /// A view of the log as written so far that reads old entries without this storage,
+    /// so that a read runs beside the next writes instead of holding them up.
+    pub fn log_reader(&self) -> FileLogReader {
+        let active = self.segments.len().saturating_sub(1);
+        FileLogReader {
+            start: self.terms.start.index,
+            last_index: self.terms.last_index,
+            segments: self
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(i, seg)| SegmentView {
+                    number: seg.number,
+                    path: seg.path.clone(),
+                    written: seg.written,
+                    marks: seg.marks.clone(),
+                    // The active segment is read only as far as its complete batches.
+                    len: (i == active).then_some(self.active_len),
+                })
+                .collect(),
+            cuts: self.cuts.clone(),
+        }
+    }
+}
+
+/// What a [`FileLogReader`] knows of one segment.
+#[derive(Clone, Debug)]
+struct SegmentView {
+    number: u64,
+    path: PathBuf,
+    written: Option<(LogIndex, LogIndex)>,
+    marks: Vec<(LogIndex, u64)>,
+    /// Bytes of complete batches, for the segment still being written (a closed one is
+    /// read to its end).
+    len: Option<u64>,
+}
+
+/// The log's segment index at one moment, for reading old (committed) entries on another
+/// thread while the log goes on being written. A segment deleted by a later compaction
+/// reads as compacted (`None`).
+#[derive(Clone, Debug)]
+pub struct FileLogReader {
+    start: LogIndex,
+    last_index: LogIndex,
+    segments: Vec<SegmentView>,
+    cuts: Vec<Cut>,
+}
+
+impl FileLogReader {
+    /// [`FileStorage::read_entries`], from this view.
+    pub fn read_entries(
+        &self,
+        from: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        if from <= self.start || from > self.last_index || max_entries == 0 {
             return Ok(None);
         }
         let mut got: Vec<Entry> = Vec::new();
@@ -559,7 +618,15 @@ impl FileStorage {
                 break;
             };
             let before = got.len();
-            self.read_segment(seg, next, max_entries, max_bytes, &mut got, &mut bytes)?;
+            match self.read_segment(seg, next, max_entries, max_bytes, &mut got, &mut bytes) {
+                // Deleted by a compaction since this view was taken.
+                Err(StorageError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Ok(None)
+                }
+                r => r?,
+            }
             if got.len() == before {
                 break;
             }
@@ -581,7 +648,7 @@ impl FileStorage {
     /// of `got`), until the segment ends or `max_entries` / `max_bytes` are reached.
     fn read_segment(
         &self,
-        seg: &Segment,
+        seg: &SegmentView,
         from: LogIndex,
         max_entries: usize,
         max_bytes: usize,
@@ -598,7 +665,10 @@ impl FileStorage {
             .max()
             .unwrap_or(0);
         let file = File::open(&seg.path).map_err(io_err(&seg.path))?;
-        let len = file.metadata().map_err(io_err(&seg.path))?.len();
+        let len = match seg.len {
+            Some(len) => len,
+            None => file.metadata().map_err(io_err(&seg.path))?.len(),
+        };
         // Entries from `limit` on are replaced by a truncation not read yet.
         let limit_after = |pos: u64| {
             self.cuts
@@ -909,6 +979,21 @@ impl Storage for FileStorage {
         max_bytes: usize,
     ) -> Result<Option<Vec<Entry>>, StorageError> {
         FileStorage::read_entries(self, from, max_entries, max_bytes)
+    }
+
+    fn log_reader(&self) -> Option<Box<dyn LogReader>> {
+        Some(Box::new(FileStorage::log_reader(self)))
+    }
+}
+
+impl LogReader for FileLogReader {
+    fn read_entries(
+        &self,
+        from: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        FileLogReader::read_entries(self, from, max_entries, max_bytes)
     }
 }
 

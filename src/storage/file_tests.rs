@@ -435,3 +435,38 @@ fn a_truncation_below_the_oldest_segments_start_replays() {
     assert_eq!(read_all(&st, 43, 45, 10), t2[23..].to_vec());
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_log_reader_reads_its_moment_while_the_log_goes_on() {
+    let dir = tmpdir("reader-view");
+    let (mut st, _) = FileStorage::open(&dir, 64 * 1024).unwrap();
+    let all: Vec<Entry> = (1..=1500).map(|i| tagged(i, 1, 300)).collect();
+    for (n, chunk) in all[..1000].chunks(7).enumerate() {
+        st.persist(&batch(n as u64 + 1, None, None, chunk.to_vec()))
+            .unwrap();
+    }
+    let view = st.log_reader();
+    // More entries, partly into the view's active segment: the view ends where it did.
+    for (n, chunk) in all[1000..].chunks(7).enumerate() {
+        st.persist(&batch(1000 + n as u64, None, None, chunk.to_vec()))
+            .unwrap();
+    }
+    let tail = view.read_entries(950, 1000, 1 << 30).unwrap().unwrap();
+    assert_eq!(tail, all[949..1000].to_vec());
+    assert_eq!(view.read_entries(1001, 10, 1 << 20).unwrap(), None);
+    // Compaction deletes old segments (in the background): a read from the view gets the
+    // entries if the file is still there, otherwise None; never an error.
+    st.persist(&compact(5000, 1200, 1)).unwrap();
+    for from in [1, 300, 700] {
+        match view.read_entries(from, 50, 1 << 20).unwrap() {
+            None => {}
+            Some(got) => assert_eq!(got, all[from as usize - 1..from as usize + 49].to_vec()),
+        }
+    }
+    assert_eq!(
+        st.read_entries(1300, 5, 1 << 20).unwrap().unwrap(),
+        all[1299..1304].to_vec()
+    );
+    drop(st);
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -78,6 +78,23 @@ pub trait Storage: Send + 'static {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Option<Vec<Entry>>, StorageError>;
+
+    /// A reader of the log as it is now that works without the storage (on another
+    /// thread, while writes go on), when the storage has one.
+    fn log_reader(&self) -> Option<Box<dyn LogReader>> {
+        None
+    }
+}
+
+/// Reads old, committed entries of a log without the [`Storage`] that writes it.
+pub trait LogReader: Send + 'static {
+    /// As [`Storage::read_entries`].
+    fn read_entries(
+        &self,
+        from: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Entry>>, StorageError>;
 }
 
 /// Entries from `from` on in `entries` (ordered, contiguous), bounded as
