@@ -2,6 +2,7 @@
 //! [`Progress`] (`next_index`, `match_index`, the back-off on refusals), sends
 //! AppendEntries — heartbeats included — and reports progress to the consensus core.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +110,14 @@ pub struct Replicator {
     opening: bool,
     /// Counts transfers, so a late chunk of an abandoned one is not mistaken for the next.
     transfer_seq: u64,
+    /// The outstanding fetch is a read of the durable log (which may take a while, so
+    /// heartbeats go out meanwhile).
+    reading_disk: bool,
+    /// Entries read from disk beyond what one AppendEntries carries, after the point
+    /// given: sent as the window allows without reading again.
+    read_ahead: Option<(LogPoint, VecDeque<Entry>)>,
+    /// The highest commit index a slice told us.
+    leader_commit: LogIndex,
 }
 
 /// A snapshot transfer: the pure sending state plus where its chunks come from.
@@ -158,6 +167,9 @@ impl Replicator {
             snapshot: None,
             opening: false,
             transfer_seq: 0,
+            reading_disk: false,
+            read_ahead: None,
+            leader_commit: 0,
         }
     }
 
@@ -377,7 +389,17 @@ impl Replicator {
             return;
         }
         if self.fetching {
+            if self.reading_disk && self.heartbeat_due {
+                self.keepalive();
+            }
             self.again = true;
+            return;
+        }
+        let mut sent = false;
+        while self.progress.can_send_entries() && self.send_read_ahead() {
+            sent = true;
+        }
+        if sent {
             return;
         }
         let with_entries = self.progress.can_send_entries();
@@ -445,6 +467,7 @@ impl Replicator {
     /// if the follower still needs them from there: the Progress may have moved while
     /// they were fetched.
     fn send_entries(&mut self, prev: LogPoint, entries: Vec<Entry>, leader_commit: LogIndex) {
+        self.leader_commit = self.leader_commit.max(leader_commit);
         if prev.index + 1 != self.progress.next_index && !entries.is_empty() {
             self.again = true;
             return;
@@ -474,6 +497,67 @@ impl Replicator {
         );
     }
 
+    /// Leaves in `entries` what one AppendEntries carries (at least one entry) and
+    /// returns the rest.
+    fn split_batch(&self, entries: &mut Vec<Entry>) -> VecDeque<Entry> {
+        let mut bytes = 0usize;
+        let mut keep = 0usize;
+        for e in entries.iter().take(self.limits.max_entries.max(1)) {
+            bytes += e.approx_size();
+            if keep > 0 && bytes > self.limits.max_bytes {
+                break;
+            }
+            keep += 1;
+        }
+        entries.split_off(keep).into()
+    }
+
+    /// Sends the next AppendEntries from entries read ahead from disk, if they continue
+    /// where the follower needs them. False if there is nothing to send from there.
+    fn send_read_ahead(&mut self) -> bool {
+        let Some((prev, mut rest)) = self.read_ahead.take() else {
+            return false;
+        };
+        if prev.index + 1 != self.progress.next_index || rest.is_empty() {
+            return false; // the follower moved elsewhere (refused, or caught up)
+        }
+        let mut entries: Vec<Entry> = rest.drain(..).collect();
+        let more = self.split_batch(&mut entries);
+        if let (Some(last), false) = (entries.last(), more.is_empty()) {
+            let after = LogPoint {
+                index: last.index,
+                term: last.term,
+            };
+            self.read_ahead = Some((after, more));
+        }
+        let commit = self.leader_commit;
+        self.send_entries(prev, entries, commit);
+        true
+    }
+
+    /// A heartbeat that needs no log read, for while one is outstanding: it claims no
+    /// match (the point before is index 0, which every log holds), so a follower only
+    /// learns that this leader is alive (and answers the read round).
+    fn keepalive(&mut self) {
+        self.heartbeat_due = false;
+        self.metrics
+            .append_entries_sent
+            .with_label_values(&[&self.peer.to_string()])
+            .inc();
+        self.transport.send(
+            self.peer,
+            Message::AppendEntries {
+                term: self.term,
+                leader_id: self.leader,
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: Vec::new(),
+                leader_commit: self.leader_commit,
+                read_seq: self.read_seq,
+            },
+        );
+    }
+
     /// The follower needs committed entries that are only on disk now: the LogStore reads
     /// up to `max_entries` of them (from `from - 1` when the term before `from` is not
     /// known), then they go out like any others; with `max_entries` 0 (flow control
@@ -496,16 +580,22 @@ impl Replicator {
             return;
         }
         self.fetching = true;
+        self.reading_disk = true;
+        self.read_ahead = None;
         let start = if prev.is_some() { from } else { from - 1 };
         let wanted = (through + 1).saturating_sub(start) as usize;
         let extra = usize::from(prev.is_none());
+        // Enough for the whole window: one read (a batch is read whole, however few of
+        // its entries are wanted) then feeds several AppendEntries.
+        let window = self.limits.max_inflight.max(1);
         let ask = self.disk.send(ReadEntries {
             from: start,
-            max_entries: (max_entries + extra).min(wanted),
-            max_bytes: self.limits.max_bytes,
+            max_entries: (max_entries.saturating_mul(window) + extra).min(wanted),
+            max_bytes: self.limits.max_bytes.saturating_mul(window),
         });
         ctx.spawn(fut::wrap_future::<_, Self>(ask).map(move |res, act, ctx| {
             act.fetching = false;
+            act.reading_disk = false;
             let entries = match res {
                 Ok(Ok(Some(mut entries))) => match prev {
                     Some(p) => Some((p, entries)),
@@ -544,6 +634,14 @@ impl Replicator {
                             from,
                             act.peer
                         );
+                    }
+                    let rest = act.split_batch(&mut entries);
+                    if let (Some(last), false) = (entries.last(), rest.is_empty()) {
+                        let after = LogPoint {
+                            index: last.index,
+                            term: last.term,
+                        };
+                        act.read_ahead = Some((after, rest));
                     }
                     act.send_entries(p, entries, leader_commit);
                 }

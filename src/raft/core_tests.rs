@@ -342,6 +342,25 @@ fn commit_is_min_of_leader_commit_and_last_new_entry() {
     );
 }
 
+/// The Replicator's keepalive (sent while it reads old entries from disk) claims a match
+/// only at index 0: the follower answers it, and changes neither its log nor its commit.
+#[test]
+fn a_keepalive_from_index_zero_changes_neither_log_nor_commit() {
+    let mut n = node(2, 1, vec![entry(1, 1), entry(2, 1), entry(3, 1)]);
+    let e = n.on_message(1, append(1, 1, (1, 1), vec![], 1));
+    durable(&mut n, e);
+    assert_eq!(n.commit_index(), 1);
+    let e = n.on_message(1, append(1, 1, (0, 0), vec![], 3));
+    let e = durable(&mut n, e);
+    assert_eq!(append_reply(&e), Some((true, 0, None)));
+    assert_eq!(
+        n.commit_index(),
+        1,
+        "commit only as far as the request proves"
+    );
+    assert_eq!(terms(&n), vec![1, 1, 1]);
+}
+
 #[test]
 fn append_ack_waits_until_entries_are_durable() {
     let mut n = node(2, 1, vec![]);
