@@ -61,4 +61,25 @@ print(f"{sys.argv[2]}: {d['writes']} writes, {d['writes_per_s']:.0f}/s, p99 {d['
       f"read back: {d['verified']} intact, {d['lost']} missing or different, {d['unchecked']} not checked")
 PY
 done
+# How fast the nodes themselves answered 503 (the clients' figures above include waiting
+# for a core among 2,000 client threads): from each node's latency histogram.
+for k in 1 2 3; do curl -s --max-time 5 "http://127.0.0.1:800$k/metrics"; done | python3 -c '
+import re, sys
+buckets = {}
+for line in sys.stdin:
+    m = re.match(r"raftkv_http_request_duration_seconds_bucket\{(.*)\} (\S+)", line)
+    if not m:
+        continue
+    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", m.group(1)))
+    if labels.get("route") == "/kv" and labels.get("class") == "5xx":
+        le = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+        buckets[le] = buckets.get(le, 0) + float(m.group(2))
+total = buckets.get(float("inf"), 0)
+if total == 0:
+    print("nodes: no 5xx answers on /kv")
+    sys.exit()
+within = buckets.get(0.1, 0)
+p99 = min(le for le, n in buckets.items() if n >= 0.99 * total)
+print(f"nodes: {int(total)} 5xx answers on /kv, {100 * within / total:.1f}% within 100 ms, p99 <= {p99 * 1000:g} ms (histogram bucket)")
+'
 grep -h "ERROR\|panicked" "$DIR"/node*.log | head -5 || true
