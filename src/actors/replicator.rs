@@ -118,6 +118,11 @@ pub struct Replicator {
     read_ahead: Option<(LogPoint, VecDeque<Entry>)>,
     /// The highest commit index a slice told us.
     leader_commit: LogIndex,
+    /// Nothing has gone to the peer since the last heartbeat tick: while a read of the
+    /// durable log is outstanding, a keepalive may go out (once per tick). It does not
+    /// pay the heartbeat owed (`heartbeat_due`): only a heartbeat at `next_index` shows
+    /// whether the follower's log agrees.
+    keepalive_due: bool,
 }
 
 /// A snapshot transfer: the pure sending state plus where its chunks come from.
@@ -170,6 +175,7 @@ impl Replicator {
             reading_disk: false,
             read_ahead: None,
             leader_commit: 0,
+            keepalive_due: false,
         }
     }
 
@@ -389,7 +395,7 @@ impl Replicator {
             return;
         }
         if self.fetching {
-            if self.reading_disk && self.heartbeat_due {
+            if self.reading_disk && self.keepalive_due {
                 self.keepalive();
             }
             self.again = true;
@@ -478,7 +484,13 @@ impl Replicator {
         if let Some(last) = entries.last() {
             self.progress.sent(last.index);
         }
+        self.transmit(prev, entries, leader_commit);
+    }
+
+    /// Puts one AppendEntries on the wire (which also serves as the heartbeat owed).
+    fn transmit(&mut self, prev: LogPoint, entries: Vec<Entry>, leader_commit: LogIndex) {
         self.heartbeat_due = false;
+        self.keepalive_due = false;
         self.metrics
             .append_entries_sent
             .with_label_values(&[&self.peer.to_string()])
@@ -524,11 +536,7 @@ impl Replicator {
         let mut entries: Vec<Entry> = rest.drain(..).collect();
         let more = self.split_batch(&mut entries);
         if let (Some(last), false) = (entries.last(), more.is_empty()) {
-            let after = LogPoint {
-                index: last.index,
-                term: last.term,
-            };
-            self.read_ahead = Some((after, more));
+            self.read_ahead = Some((last.point(), more));
         }
         let commit = self.leader_commit;
         self.send_entries(prev, entries, commit);
@@ -539,23 +547,10 @@ impl Replicator {
     /// match (the point before is index 0, which every log holds), so a follower only
     /// learns that this leader is alive (and answers the read round).
     fn keepalive(&mut self) {
-        self.heartbeat_due = false;
-        self.metrics
-            .append_entries_sent
-            .with_label_values(&[&self.peer.to_string()])
-            .inc();
-        self.transport.send(
-            self.peer,
-            Message::AppendEntries {
-                term: self.term,
-                leader_id: self.leader,
-                prev_log_index: 0,
-                prev_log_term: 0,
-                entries: Vec::new(),
-                leader_commit: self.leader_commit,
-                read_seq: self.read_seq,
-            },
-        );
+        let owed = self.heartbeat_due;
+        let commit = self.leader_commit;
+        self.transmit(LogPoint::default(), Vec::new(), commit);
+        self.heartbeat_due = owed;
     }
 
     /// The follower needs committed entries that are only on disk now: the LogStore reads
@@ -601,11 +596,7 @@ impl Replicator {
                     Some(p) => Some((p, entries)),
                     None if entries.first().is_some_and(|e| e.index + 1 == from) => {
                         let first = entries.remove(0);
-                        let p = LogPoint {
-                            index: first.index,
-                            term: first.term,
-                        };
-                        Some((p, entries))
+                        Some((first.point(), entries))
                     }
                     None => None,
                 },
@@ -637,11 +628,7 @@ impl Replicator {
                     }
                     let rest = act.split_batch(&mut entries);
                     if let (Some(last), false) = (entries.last(), rest.is_empty()) {
-                        let after = LogPoint {
-                            index: last.index,
-                            term: last.term,
-                        };
-                        act.read_ahead = Some((after, rest));
+                        act.read_ahead = Some((last.point(), rest));
                     }
                     act.send_entries(p, entries, leader_commit);
                 }
@@ -673,6 +660,7 @@ impl Actor for Replicator {
         ctx.run_interval(self.limits.heartbeat, |act, ctx| {
             act.progress.on_heartbeat_tick();
             act.heartbeat_due = true;
+            act.keepalive_due = true;
             act.pump(ctx);
         });
     }
@@ -692,6 +680,7 @@ impl Handler<HeartbeatNow> for Replicator {
     fn handle(&mut self, msg: HeartbeatNow, ctx: &mut Context<Self>) {
         self.read_seq = self.read_seq.max(msg.read_seq);
         self.heartbeat_due = true;
+        self.keepalive_due = true;
         self.pump(ctx);
     }
 }

@@ -30,6 +30,14 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Where this entry sits in the log.
+    pub fn point(&self) -> LogPoint {
+        LogPoint {
+            index: self.index,
+            term: self.term,
+        }
+    }
+
     /// Rough in-memory/wire size, used to bound batches.
     pub fn approx_size(&self) -> usize {
         32 + match &self.payload {
