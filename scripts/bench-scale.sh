@@ -62,12 +62,7 @@ say() { printf '%s\n' "$*" | tee -a "$SUMMARY"; }
 
 trap 'stop_all; [[ $ETCD == yes ]] && scripts/etcd-cluster.sh stop "$DIR/etcd" >/dev/null 2>&1 || true' EXIT
 
-for port in 8001 8002 8003 9001 9002 9003; do
-	if ss -ltn "sport = :$port" 2>/dev/null | grep -q LISTEN; then
-		echo "$PROG: port $port is in use (a cluster still running? ./run-cluster.sh stop)" >&2
-		exit 1
-	fi
-done
+refuse_busy_ports "$PROG"
 rm -rf "$DIR"
 mkdir -p "$DIR"
 : >"$SUMMARY"

@@ -1,5 +1,17 @@
 # common.sh — sourced by the benchmark scripts in this directory.
 
+# refuse_busy_ports NAME: exits (naming NAME) if a port of the local 3-node cluster,
+# 8001-8003 or 9001-9003, is already listening.
+refuse_busy_ports() {
+	local port
+	for port in 8001 8002 8003 9001 9002 9003; do
+		if ss -ltn "sport = :$port" 2>/dev/null | grep -q LISTEN; then
+			echo "$1: port $port is in use (a cluster still running? ./run-cluster.sh stop)" >&2
+			exit 1
+		fi
+	done
+}
+
 # make_cluster_configs BIN DIR [EXTRA]: a cluster secret, TLS certificates (made by BIN)
 # and node1.toml..node3.toml in DIR, copied from config/ with the data directories, the
 # secret and the certificates moved into DIR. EXTRA: more top-level keys for every node

@@ -11,12 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/common.sh
 DIR=${1:-/tmp/raftkv-fault-gaps}
 BIN=target/release/raftkv
-for port in 8001 8002 8003 9001 9002 9003; do
-	if ss -ltn "sport = :$port" 2>/dev/null | grep -q LISTEN; then
-		echo "fault-gaps.sh: port $port is in use (./run-cluster.sh stop first)" >&2
-		exit 1
-	fi
-done
+refuse_busy_ports fault-gaps.sh
 cargo build --release --bin raftkv
 rm -rf "$DIR" && mkdir -p "$DIR"
 make_cluster_configs "$BIN" "$DIR"

@@ -14,12 +14,7 @@ BIN=target/release/raftkv
 BENCH=target/release/examples/bench
 NODES=127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003
 
-for port in 8001 8002 8003 9001 9002 9003; do
-	if ss -ltn "sport = :$port" 2>/dev/null | grep -q LISTEN; then
-		echo "overload.sh: port $port is in use (./run-cluster.sh stop first)" >&2
-		exit 1
-	fi
-done
+refuse_busy_ports overload.sh
 cargo build --release --bin raftkv --example bench
 rm -rf "$DIR" && mkdir -p "$DIR"
 # EXTRA_CONFIG: more top-level keys for every node (e.g. "store_cache_mb = 64").

@@ -18,12 +18,7 @@ NODES=127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003
 SUMMARY=$DIR/summary.txt
 say() { printf '%s\n' "$*" | tee -a "$SUMMARY"; }
 
-for port in 8001 8002 8003 9001 9002 9003; do
-	if ss -ltn "sport = :$port" 2>/dev/null | grep -q LISTEN; then
-		echo "$PROG: port $port is in use (./run-cluster.sh stop first)" >&2
-		exit 1
-	fi
-done
+refuse_busy_ports "$PROG"
 cargo build --release --bin raftkv --example bench
 rm -rf "$DIR" && mkdir -p "$DIR"
 : >"$SUMMARY"
