@@ -972,15 +972,6 @@ impl Storage for FileStorage {
         true
     }
 
-    fn read_entries(
-        &self,
-        from: LogIndex,
-        max_entries: usize,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<Entry>>, StorageError> {
-        FileStorage::read_entries(self, from, max_entries, max_bytes)
-    }
-
     fn log_reader(&self) -> Option<Box<dyn LogReader>> {
         Some(Box::new(FileStorage::log_reader(self)))
     }

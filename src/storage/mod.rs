@@ -71,13 +71,19 @@ pub trait Storage: Send + 'static {
 
     /// Durable entries from `from` on (at most `max_entries`, about `max_bytes`, at least
     /// one), for a follower that needs entries no longer kept in memory. `None` when the
-    /// log does not hold `from`. Only committed entries are asked for.
+    /// log does not hold `from`. Only committed entries are asked for. By default read
+    /// through [`Storage::log_reader`].
     fn read_entries(
         &self,
         from: LogIndex,
         max_entries: usize,
         max_bytes: usize,
-    ) -> Result<Option<Vec<Entry>>, StorageError>;
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        match self.log_reader() {
+            Some(reader) => reader.read_entries(from, max_entries, max_bytes),
+            None => Ok(None),
+        }
+    }
 
     /// A reader of the log as it is now that works without the storage (on another
     /// thread, while writes go on), when the storage has one.
