@@ -60,4 +60,35 @@ mod tests {
         claims_huge.extend_from_slice(b"tiny");
         assert!(decode::<Vec<u8>>(&claims_huge).is_err());
     }
+
+    /// Byte fields marked `serde_bytes` (values, commands, snapshot chunks) encode exactly
+    /// as a plain `Vec<u8>` does, so logs, snapshots and peers written before they were
+    /// marked still decode; and the refusals above hold for them too.
+    #[test]
+    fn byte_fields_keep_the_plain_vec_encoding() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Plain(Vec<u8>, Option<Vec<u8>>);
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Marked(
+            #[serde(with = "serde_bytes")] Vec<u8>,
+            #[serde(with = "serde_bytes")] Option<Vec<u8>>,
+        );
+        for len in [0usize, 1, 250, 251, 65_536, 1 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            for opt in [None, Some(data.clone())] {
+                let plain = encode(&Plain(data.clone(), opt.clone())).unwrap();
+                let marked = encode(&Marked(data.clone(), opt.clone())).unwrap();
+                assert_eq!(plain, marked, "length {}", len);
+                assert_eq!(
+                    decode::<Marked>(&plain).unwrap(),
+                    Marked(data.clone(), opt.clone())
+                );
+                assert!(decode::<Marked>(&plain[..plain.len() - 1]).is_err());
+            }
+        }
+        let mut claims_huge = vec![0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        claims_huge.extend_from_slice(b"tiny");
+        claims_huge.push(0);
+        assert!(decode::<Marked>(&claims_huge).is_err());
+    }
 }

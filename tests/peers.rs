@@ -222,3 +222,104 @@ fn a_paused_follower_does_not_grow_the_leader_and_catches_up() {
         Some(4096)
     );
 }
+
+/// A peer that holds the secret (a compromised or buggy member) floods the leader with
+/// 32 MiB frames over 16 connections at once, posing as one of the followers. Every frame
+/// is a valid message (a snapshot chunk of term 0, which the leader refuses), so the
+/// connections stay open and keep sending. The leader holds at most that peer's inbound
+/// budget of them, keeps leading, and keeps acknowledging writes.
+#[test]
+fn a_peer_flooding_32_mib_frames_does_not_grow_the_leader() {
+    use raftkv::net::auth::ClusterSecret;
+    use raftkv::net::frame::{encode_frame, MAX_FRAME_BYTES};
+    use raftkv::net::tcp::dial;
+    use raftkv::raft::Message;
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::AsyncWriteExt;
+
+    let c = Cluster::start_with("frame-flood", ClusterOptions::defaults(3));
+    let (leader, term) = c.wait_for_leader(ELECTION_DEADLINE);
+    let posing_as = c.followers_of(leader)[0];
+    c.put_acked(leader, "before", b"v");
+    let secret_text = std::fs::read_to_string(c.dir.join("cluster.secret")).unwrap();
+    let secret = ClusterSecret::from_text(&secret_text).unwrap();
+    let addr = c.raft_addr(leader);
+    let pid = c.pid(leader).unwrap();
+    let before = rss_kib(pid);
+
+    let mut frame = Vec::new();
+    let chunk = Message::InstallSnapshot {
+        term: 0,
+        leader_id: posing_as,
+        last_included_index: 1,
+        last_included_term: 0,
+        offset: 0,
+        data: vec![0xab; MAX_FRAME_BYTES - 4096],
+        done: false,
+        read_seq: 0,
+        stream: 1,
+    };
+    encode_frame(&mut frame, &chunk).unwrap();
+    let frame = Arc::new(frame);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..16 {
+        let (frame, stop, sent) = (frame.clone(), stop.clone(), sent.clone());
+        let (secret, addr) = (secret.clone(), addr.clone());
+        rt.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut s) =
+                    dial(posing_as, leader, &addr, "raftkv", secret.clone(), None).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    if s.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    // Writes keep being acknowledged while the flood goes on; the leader's memory is
+    // sampled between them.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let mut peak = before;
+    let mut written = 0;
+    while std::time::Instant::now() < until {
+        c.put_acked(leader, &format!("during-{}", written), b"v");
+        written += 1;
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let sent = sent.load(Ordering::Relaxed);
+    eprintln!(
+        "flood: {} frames of 32 MiB sent; leader RSS {} MiB before, peak {} MiB; {} writes acknowledged meanwhile",
+        sent,
+        before / 1024,
+        peak / 1024,
+        written
+    );
+    assert!(sent >= 8, "the flood did not get through: {} frames", sent);
+    assert!(
+        peak < before + 128 * 1024,
+        "leader RSS grew from {} to {} MiB under the flood",
+        before / 1024,
+        peak / 1024
+    );
+    let now = c.status(leader).unwrap();
+    assert_eq!(
+        (now.role.as_str(), now.term),
+        ("leader", term),
+        "the leader lost its role or term under the flood"
+    );
+}

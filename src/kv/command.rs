@@ -3,8 +3,14 @@ use serde::{Deserialize, Serialize};
 /// A change to the key-value map.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum KvOp {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 impl KvOp {

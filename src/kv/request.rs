@@ -54,7 +54,7 @@ pub enum ClientResponse {
         result: ApplyResult,
     },
     /// The read's answer.
-    Value(Option<Vec<u8>>),
+    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// The request was not applied and will not be (503).
     Unavailable {
         reason: String,

@@ -54,7 +54,7 @@ pub struct ApplyItem<'a> {
 /// One item of a snapshot stream.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 enum SnapshotItem {
-    Kv(String, Vec<u8>),
+    Kv(String, #[serde(with = "serde_bytes")] Vec<u8>),
     Session(String, SessionRecord),
     /// The log time sessions expire by.
     LogTime(u64),

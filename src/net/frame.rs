@@ -2,7 +2,10 @@
 //! frame on a connection is a [`Hello`] naming the sender and its cluster.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::{self, CodecError};
 use crate::raft::{Message, NodeId};
@@ -111,6 +114,12 @@ async fn read_frame_limited<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: usize,
 ) -> Result<Vec<u8>, FrameError> {
+    let len = read_len(r, limit).await?;
+    read_payload(r, len).await
+}
+
+/// Reads a frame's length prefix (refusing one above `limit`); `Closed` at a clean end.
+async fn read_len<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<usize, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -121,6 +130,10 @@ async fn read_frame_limited<R: AsyncRead + Unpin>(
     if len > limit {
         return Err(FrameError::Oversized(len, limit));
     }
+    Ok(len)
+}
+
+async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Vec<u8>, FrameError> {
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
     Ok(payload)
@@ -137,6 +150,24 @@ pub async fn read_handshake<T: serde::de::DeserializeOwned, R: AsyncRead + Unpin
 
 pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Message, FrameError> {
     Ok(codec::decode(&read_frame(r).await?)?)
+}
+
+/// Reads one message, first taking room for its frame from `budget` (in KiB). The room is
+/// held, with the message, until the caller drops the permit: however many connections a
+/// peer opens, what its frames occupy at once stays within the budget.
+pub async fn read_message_within<R: AsyncRead + Unpin>(
+    r: &mut R,
+    budget: &Arc<Semaphore>,
+) -> Result<(Message, OwnedSemaphorePermit), FrameError> {
+    let len = read_len(r, MAX_FRAME_BYTES).await?;
+    let kib = len.div_ceil(1024) as u32;
+    let permit = budget
+        .clone()
+        .acquire_many_owned(kib)
+        .await
+        .map_err(|_| FrameError::Closed)?;
+    let msg = codec::decode(&read_payload(r, len).await?)?;
+    Ok((msg, permit))
 }
 
 #[cfg(test)]

@@ -19,11 +19,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, B
 use tokio::net::{TcpListener, TcpStream};
 
 use super::tls::{server_name, PeerTls};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::auth::{ClusterSecret, Side};
 use super::frame::{
-    encode_frame, read_handshake, read_message, Accepted, FrameError, Hello, Proof, Welcome,
+    encode_frame, read_handshake, read_message_within, Accepted, FrameError, Hello, Proof, Welcome,
+    MAX_FRAME_BYTES,
 };
 use super::{Inbound, InboundSink, LogEvery, Transport};
 use crate::raft::{Message, NodeId};
@@ -172,8 +173,33 @@ impl Transport for TcpTransport {
 
 /// One outbound connection's identity.
 /// A peer connection once established: plain TCP, or TLS over it.
-trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A connection to or from a peer: plain TCP or TLS.
+pub trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for T {}
+
+/// Connects to the peer port at `addr` as node `self_id`, to reach node `peer`, and
+/// completes the authenticated handshake; the stream then carries message frames
+/// (`frame::encode_frame`). The transport connects this way; tests use it to play a peer.
+pub async fn dial(
+    self_id: NodeId,
+    peer: NodeId,
+    addr: &str,
+    cluster_id: &str,
+    secret: ClusterSecret,
+    tls: Option<PeerTls>,
+) -> Result<Box<dyn PeerStream>, String> {
+    let caller = Caller {
+        self_id,
+        peer,
+        addr: addr.to_string(),
+        cluster_id: cluster_id.to_string(),
+        secret,
+        tls,
+    };
+    caller.connect().await.map_err(|f| match f {
+        ConnectFailure::Unreachable(why) | ConnectFailure::Refused(why) => why,
+    })
+}
 
 struct Caller {
     self_id: NodeId,
@@ -427,6 +453,29 @@ const MAX_CONNECTIONS_PER_HOST: usize = 32;
 /// Open inbound connections by remote IP address.
 type OpenByHost = Arc<Mutex<HashMap<std::net::IpAddr, usize>>>;
 
+/// Bytes of inbound frames one peer may have this node hold at once, over all of its
+/// connections (read, decoded, or waiting to be handled): room for one frame of the largest
+/// size and then some. A legitimate peer sends over one connection and far less; a peer
+/// that floods large frames over many connections waits for room, in its own socket
+/// buffers, instead of growing this node's memory with every connection it opens.
+pub const PEER_INBOUND_BYTES: usize = MAX_FRAME_BYTES + MAX_FRAME_BYTES / 2;
+
+/// The inbound budget of each peer id (see `PEER_INBOUND_BYTES`).
+#[derive(Clone, Default)]
+struct InboundBudgets(Arc<Mutex<HashMap<NodeId, Arc<Semaphore>>>>);
+
+impl InboundBudgets {
+    fn of(&self, peer: NodeId) -> Arc<Semaphore> {
+        let mut map = match self.0.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(peer)
+            .or_insert_with(|| Arc::new(Semaphore::new(PEER_INBOUND_BYTES / 1024)))
+            .clone()
+    }
+}
+
 /// Counts one open connection from a host for as long as it lives.
 struct HostSlot {
     open: OpenByHost,
@@ -470,6 +519,7 @@ impl Drop for HostSlot {
 pub async fn serve_inbound(listener: TcpListener, me: Listener, sink: InboundSink) {
     let refusals: RefusalLog = Arc::default();
     let open: OpenByHost = Arc::default();
+    let budgets = InboundBudgets::default();
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -489,8 +539,9 @@ pub async fn serve_inbound(listener: TcpListener, me: Listener, sink: InboundSin
         };
         let _ = stream.set_nodelay(true);
         let (me, refusals, sink) = (me.clone(), refusals.clone(), sink.clone());
+        let budgets = budgets.clone();
         tokio::spawn(async move {
-            inbound(stream, remote, me, refusals, sink).await;
+            inbound(stream, remote, me, refusals, sink, budgets).await;
             drop(slot);
         });
     }
@@ -589,6 +640,7 @@ async fn inbound(
     me: Listener,
     refusals: RefusalLog,
     sink: InboundSink,
+    budgets: InboundBudgets,
 ) {
     let stream: Box<dyn PeerStream> = match &me.tls {
         None => Box::new(tcp),
@@ -624,13 +676,17 @@ async fn inbound(
         "[node {}] accepted peer {} from {}",
         me.self_id, from, remote
     );
+    let budget = budgets.of(from);
     loop {
-        match read_message(&mut r).await {
+        match read_message_within(&mut r, &budget).await {
             // Backpressure: the next frame is read only once this one is handled, so a peer
             // that sends faster than this node can handle fills its own socket buffers,
-            // not this node's memory.
-            Ok(msg) => {
-                if sink.send(Inbound { from, msg }).await.is_err() {
+            // not this node's memory; and all of a peer's connections together hold at
+            // most its budget.
+            Ok((msg, room)) => {
+                let handled = sink.send(Inbound { from, msg }).await;
+                drop(room);
+                if handled.is_err() {
                     return; // the node is stopping
                 }
             }

@@ -71,6 +71,7 @@ pub enum Message {
         last_included_index: LogIndex,
         last_included_term: Term,
         offset: u64,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         done: bool,
         read_seq: u64,
@@ -94,11 +95,13 @@ pub enum Message {
     /// save a second one.
     Forward {
         req_id: u64,
+        #[serde(with = "serde_bytes")]
         request: Vec<u8>,
     },
     /// The leader's answer to a forwarded request (the node's encoding).
     ForwardReply {
         req_id: u64,
+        #[serde(with = "serde_bytes")]
         response: Vec<u8>,
     },
     /// Leadership transfer (thesis §3.10): the leader of `term` has brought the receiver's

@@ -16,7 +16,7 @@ pub enum Payload {
     /// Appended by every new leader so it can commit entries of earlier terms (§5.4.2)
     /// and serve linearizable reads (§6.4 of the thesis).
     Noop,
-    Command(Vec<u8>),
+    Command(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A new cluster configuration (thesis §4.1), in force from the moment it is appended.
     Config(Membership),
 }
