@@ -29,8 +29,6 @@ pub struct GatewayState {
 
 /// Bytes of request bodies a node holds at once (see `GatewayState::bodies`).
 pub const MAX_BODY_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
-/// How long a request waits for room among the bodies in flight before it is refused.
-const BODY_ROOM_WAIT: Duration = Duration::from_millis(50);
 /// What an overloaded node asks clients to wait, in seconds.
 const RETRY_AFTER_SECS: u32 = 1;
 
@@ -287,13 +285,13 @@ async fn put(
             None,
         );
     }
-    // Room for the body among the bodies in flight (a chunked body may be the largest).
+    // Room for the body among the bodies in flight (a chunked body may be the largest),
+    // now or never: an overloaded node answers at once, before it reads the body, instead
+    // of keeping the client (and a task, and the connection's buffers) waiting.
     let kib = (declared.unwrap_or(MAX_VALUE_BYTES).div_ceil(1024)).max(1) as u32;
-    let room =
-        tokio::time::timeout(BODY_ROOM_WAIT, state.bodies.clone().acquire_many_owned(kib)).await;
-    let _room = match room {
-        Ok(Ok(permit)) => permit,
-        _ => {
+    let _room = match state.bodies.clone().try_acquire_many_owned(kib) {
+        Ok(permit) => permit,
+        Err(_) => {
             return overloaded(&format!(
                 "overloaded: {} MiB of request bodies are in flight; not applied, retry later",
                 MAX_BODY_BYTES_IN_FLIGHT >> 20

@@ -171,9 +171,7 @@ impl Transport for TcpTransport {
     }
 }
 
-/// One outbound connection's identity.
 /// A peer connection once established: plain TCP, or TLS over it.
-/// A connection to or from a peer: plain TCP or TLS.
 pub trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for T {}
 
@@ -201,6 +199,7 @@ pub async fn dial(
     })
 }
 
+/// One outbound connection's identity.
 struct Caller {
     self_id: NodeId,
     peer: NodeId,
