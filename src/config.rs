@@ -63,7 +63,7 @@ pub struct Config {
     /// (default 5000).
     pub request_timeout_ms: Option<u64>,
     /// Page cache of the state machine's store (`data_dir/store.redb`), in MiB (default
-    /// 32). Memory use is bounded by this, not by the data size. The operating system's
+    /// 64). Memory use is bounded by this, not by the data size. The operating system's
     /// page cache holds the file too, so a larger cache mostly holds the same pages twice.
     pub store_cache_mb: Option<u64>,
     /// The store syncs (a durable commit) after this many applied entries, or once a
@@ -297,7 +297,7 @@ impl Config {
 
     /// The store's page cache, in bytes.
     pub fn store_cache_bytes(&self) -> usize {
-        (self.store_cache_mb.unwrap_or(32) as usize).saturating_mul(1024 * 1024)
+        (self.store_cache_mb.unwrap_or(64) as usize).saturating_mul(1024 * 1024)
     }
 
     /// Log segment size, in bytes.

@@ -99,8 +99,10 @@ pub struct Replicator {
     transport: Arc<dyn Transport>,
     limits: ReplicationLimits,
     read_seq: u64,
-    /// A ReadLog request to the core is outstanding.
+    /// A ReadLog request to the core (or a read of the durable log) is outstanding.
     fetching: bool,
+    /// When the outstanding fetch was asked for.
+    fetch_started: Instant,
     /// Something asked for a send while fetching: send again afterwards.
     again: bool,
     heartbeat_due: bool,
@@ -118,8 +120,9 @@ pub struct Replicator {
     read_ahead: Option<(LogPoint, VecDeque<Entry>)>,
     /// The highest commit index a slice told us.
     leader_commit: LogIndex,
-    /// Nothing has gone to the peer since the last heartbeat tick: while a read of the
-    /// durable log is outstanding, a keepalive may go out (once per tick). It does not
+    /// Nothing has gone to the peer since the last heartbeat tick: while a fetch is slow
+    /// (a read of the durable log, or a ReadLog outstanding for half an interval or more),
+    /// a keepalive may go out (once per tick). It does not
     /// pay the heartbeat owed (`heartbeat_due`): only a heartbeat at `next_index` shows
     /// whether the follower's log agrees.
     keepalive_due: bool,
@@ -173,6 +176,7 @@ impl Replicator {
             opening: false,
             transfer_seq: 0,
             reading_disk: false,
+            fetch_started: Instant::now(),
             read_ahead: None,
             leader_commit: 0,
             keepalive_due: false,
@@ -395,7 +399,13 @@ impl Replicator {
             return;
         }
         if self.fetching {
-            if self.reading_disk && self.keepalive_due {
+            // A fetch may take a while: a read of the durable log does, and a ReadLog waits
+            // in the core's mailbox behind every client request queued there (at the start
+            // of a burst of 2,000 clients, long enough for followers to time out and elect).
+            // The heartbeat must not wait with it.
+            let slow =
+                self.reading_disk || self.fetch_started.elapsed() >= self.limits.heartbeat / 2;
+            if slow && self.keepalive_due {
                 self.keepalive();
             }
             self.again = true;
@@ -413,6 +423,7 @@ impl Replicator {
             return;
         }
         self.fetching = true;
+        self.fetch_started = Instant::now();
         let next_index = self.progress.next_index;
         let max_entries = if with_entries {
             self.limits.max_entries
@@ -575,6 +586,7 @@ impl Replicator {
             return;
         }
         self.fetching = true;
+        self.fetch_started = Instant::now();
         self.reading_disk = true;
         self.read_ahead = None;
         let start = if prev.is_some() { from } else { from - 1 };
