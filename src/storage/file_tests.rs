@@ -66,17 +66,19 @@ fn persist_and_reload_with_truncation() {
 #[test]
 fn torn_tail_is_dropped_and_corruption_is_reported_with_offset() {
     let dir = tmpdir("torn");
-    let seg;
+    let (seg, end);
     {
         let (mut st, _) = open(&dir);
         st.persist(&batch(1, None, None, vec![e(1, 1)])).unwrap();
         st.persist(&batch(2, None, None, vec![e(2, 1)])).unwrap();
         seg = st.active_path();
+        end = st.active_len as usize;
     }
     let full = fs::read(&seg).unwrap();
     // Crash mid-write: the last few bytes of the last batch never made it, so that batch
-    // was never acknowledged and goes as a whole.
-    fs::write(&seg, &full[..full.len() - 3]).unwrap();
+    // was never acknowledged and goes as a whole. (The file ends there, as on a file
+    // system that cannot allocate a segment's space ahead.)
+    fs::write(&seg, &full[..end - 3]).unwrap();
     let (mut st, init) = open(&dir);
     assert_eq!(init.entries, vec![e(1, 1)]);
     // The segment was cut back, so the log continues cleanly.
@@ -194,7 +196,7 @@ fn old_format_directory_is_refused_with_what_to_do() {
 #[test]
 fn a_damaged_last_vote_is_corruption_not_a_torn_tail() {
     let dir = tmpdir("vote-flip");
-    let seg;
+    let (seg, n);
     {
         let (mut st, _) = open(&dir);
         st.persist(&batch(1, None, None, vec![e(1, 1)])).unwrap();
@@ -204,9 +206,11 @@ fn a_damaged_last_vote_is_corruption_not_a_torn_tail() {
         };
         st.persist(&batch(2, Some(vote), None, vec![])).unwrap();
         seg = st.active_path();
+        n = st.active_len as usize;
     }
+    // The flip is in the last acknowledged batch; the space allocated ahead follows it.
     let mut bytes = fs::read(&seg).unwrap();
-    let n = bytes.len();
+    assert!(bytes.len() >= n);
     bytes[n - 2] ^= 0x01;
     fs::write(&seg, &bytes).unwrap();
     match FileStorage::open(&dir, DEFAULT_SEGMENT_BYTES) {
@@ -231,7 +235,7 @@ fn a_large_last_batch_with_a_hole_is_a_torn_tail() {
         let (mut st, _) = open(&dir);
         st.persist(&batch(1, None, None, vec![e(1, 1)])).unwrap();
         seg = st.active_path();
-        before = fs::read(&seg).unwrap().len();
+        before = st.active_len as usize;
         st.persist(&batch(2, None, None, (2..60).map(|i| e(i, 1)).collect()))
             .unwrap();
     }
@@ -468,5 +472,74 @@ fn a_log_reader_reads_its_moment_while_the_log_goes_on() {
         all[1299..1304].to_vec()
     );
     drop(st);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Segments are allocated ahead (`create_segment`): the space after the last batch reads
+/// as zeros and is not log. A closed segment is cut to what it holds; after a crash the
+/// newest one still has its allocated space, which replay takes as the end (and cuts),
+/// while a batch torn inside that space is still dropped as never acknowledged.
+#[test]
+fn space_allocated_ahead_reads_as_the_end_of_the_log() {
+    let dir = tmpdir("ahead");
+    let seg_bytes = 8 * 1024;
+    let mut written: Vec<(PathBuf, u64)> = Vec::new();
+    let last;
+    {
+        let (mut st, _) = FileStorage::open(&dir, seg_bytes).unwrap();
+        let mut i = 1;
+        while st.segment_count() < 4 {
+            st.persist(&batch(i, None, None, vec![e(i, 1)])).unwrap();
+            let now = (st.active_path(), st.active_len);
+            match written.last_mut() {
+                Some(w) if w.0 == now.0 => *w = now,
+                _ => written.push(now),
+            }
+            i += 1;
+        }
+        last = i - 1;
+        // The newest segment's file holds its space ahead of what is written, where the
+        // file system can allocate it (ext4, tmpfs, xfs).
+        let (active, len) = written.last().unwrap().clone();
+        let on_disk = fs::metadata(&active).unwrap().len();
+        assert!(on_disk >= len, "{} < {}", on_disk, len);
+        if cfg!(target_os = "linux") {
+            assert!(
+                on_disk >= seg_bytes,
+                "segment not allocated ahead: {}",
+                on_disk
+            );
+        }
+    }
+    // Closed segments are exactly as long as their batches.
+    for (path, len) in &written[..written.len() - 1] {
+        assert_eq!(
+            fs::metadata(path).unwrap().len(),
+            *len,
+            "{}",
+            path.display()
+        );
+    }
+    // The crash left the newest segment with its space: replay reads every entry and
+    // cuts the segment to what it holds.
+    let (mut st, init) = FileStorage::open(&dir, seg_bytes).unwrap();
+    assert_eq!(init.entries.len() as u64, last);
+    assert_eq!(init.entries.last(), Some(&e(last, 1)));
+    let (crashed, len) = written.last().unwrap();
+    assert_eq!(fs::metadata(crashed).unwrap().len(), *len);
+
+    // A large batch torn inside the allocated space: its last sectors never reached the
+    // disk (zeros, like the space after them). It was never acknowledged and goes.
+    let big: Vec<Entry> = (last + 1..last + 40).map(|i| e(i, 1)).collect();
+    st.persist(&batch(1000, None, None, big)).unwrap();
+    let seg = st.active_path();
+    let end = st.active_len as usize;
+    drop(st);
+    let mut bytes = fs::read(&seg).unwrap();
+    let from = (end - 1) / 512 * 512;
+    bytes[from..end].fill(0);
+    fs::write(&seg, &bytes).unwrap();
+    let (_, init) = FileStorage::open(&dir, seg_bytes).unwrap();
+    assert_eq!(init.entries.last(), Some(&e(last, 1)));
     let _ = fs::remove_dir_all(&dir);
 }
