@@ -60,7 +60,7 @@ SUMMARY=$DIR/summary.txt
 
 say() { printf '%s\n' "$*" | tee -a "$SUMMARY"; }
 
-trap 'stop_all; [[ $ETCD == yes ]] && scripts/etcd-cluster.sh stop "$DIR/etcd" >/dev/null 2>&1 || true' EXIT
+trap 'stop_all; [[ $ETCD == yes ]] && scripts/etcd-cluster.sh stop "$DIR/etcd" >/dev/null 2>&1; drop_data "$DIR"' EXIT
 
 refuse_busy_ports "$PROG"
 rm -rf "$DIR"

@@ -118,5 +118,11 @@ bench() {
 	"$BENCH" --json "$@" >"$DIR/$out.json" 2> >(tee "$DIR/$out.txt" >&2)
 }
 
+# drop_data DIR: at exit, the nodes' data directories go (a run leaves several GB);
+# the logs, configs and reports stay. KEEP_DATA=1 keeps everything.
+drop_data() {
+	[[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$1"/node[0-9]/ "$1"/etcd/member[0-9]/ 2>/dev/null || true
+}
+
 rss_mib() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
 hwm_mib() { awk '/VmHWM/ { printf "%d", $2 / 1024 }' "/proc/$1/status"; }

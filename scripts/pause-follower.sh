@@ -23,7 +23,7 @@ cargo build --release --bin raftkv --example bench
 rm -rf "$DIR" && mkdir -p "$DIR"
 : >"$SUMMARY"
 make_cluster_configs "$BIN" "$DIR"
-trap 'for k in 1 2 3; do [[ -f $DIR/node$k.pid ]] && kill -CONT "$(cat "$DIR/node$k.pid")" 2>/dev/null; done; stop_all' EXIT
+trap 'for k in 1 2 3; do [[ -f $DIR/node$k.pid ]] && kill -CONT "$(cat "$DIR/node$k.pid")" 2>/dev/null; done; stop_all; drop_data "$DIR"' EXIT
 for k in 1 2 3; do start_node "$k"; done
 for k in 1 2 3; do wait_serving "$k"; done
 wait_leader
