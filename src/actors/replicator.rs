@@ -122,9 +122,9 @@ pub struct Replicator {
     leader_commit: LogIndex,
     /// Nothing has gone to the peer since the last heartbeat tick: while a fetch is slow
     /// (a read of the durable log, or a ReadLog outstanding for half an interval or more),
-    /// a keepalive may go out (once per tick). It does not
-    /// pay the heartbeat owed (`heartbeat_due`): only a heartbeat at `next_index` shows
-    /// whether the follower's log agrees.
+    /// a keepalive may go out (once per tick). It does not pay the heartbeat owed
+    /// (`heartbeat_due`): only a heartbeat at `next_index` shows whether the follower's
+    /// log agrees.
     keepalive_due: bool,
 }
 
