@@ -768,12 +768,7 @@ fn replay_segment(
                 data.len() as u64 - offset,
                 offset
             );
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err(path))?;
-            f.set_len(offset).map_err(io_err(path))?;
-            f.sync_all().map_err(io_err(path))?;
+            cut_at(path, offset)?;
         }
         RecordReadOutcome::TornTail { offset, reason } if newest => {
             warn!(
@@ -783,12 +778,7 @@ fn replay_segment(
                 offset,
                 reason
             );
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err(path))?;
-            f.set_len(offset).map_err(io_err(path))?;
-            f.sync_all().map_err(io_err(path))?;
+            cut_at(path, offset)?;
         }
         // A segment that is not the newest was complete and synced before the next began.
         RecordReadOutcome::TornTail { offset, reason }
@@ -902,6 +892,16 @@ fn replay_segment(
     }
     segment.last_index = segment.last_index.max(last_in_segment.unwrap_or(0));
     Ok(true)
+}
+
+/// Cuts the segment at `path` to `offset` bytes, durably.
+fn cut_at(path: &Path, offset: u64) -> Result<(), StorageError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.set_len(offset).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
 }
 
 /// Is everything from `offset` on zero?
