@@ -100,6 +100,11 @@ leader() {
 	fail "no leader among nodes ${nodes[*]} within 30 s"
 }
 
+# follows K L: node K's /status names node L as the leader.
+follows() {
+	[[ $(field "$(curl -s -m 1 "$(url "$1")/status" || true)" leader) == "$2" ]]
+}
+
 # eventually SECONDS CMD...: retry CMD until it succeeds.
 eventually() {
 	local limit=$1 deadline
