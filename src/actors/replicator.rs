@@ -793,3 +793,179 @@ impl Handler<StopReplicator> for Replicator {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::storage::StorageError;
+
+    /// Records what the Replicator puts on the wire.
+    #[derive(Default)]
+    struct Wire(Mutex<Vec<(NodeId, Message)>>);
+
+    impl Transport for Wire {
+        fn send(&self, to: NodeId, msg: Message) {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((to, msg));
+        }
+    }
+
+    impl Wire {
+        fn take(&self) -> Vec<(NodeId, Message)> {
+            std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        }
+    }
+
+    /// A consensus core whose mailbox is backed up: a `ReadLog` is answered only after
+    /// `delay` (forever when `None`), as when a thousand client requests are queued ahead
+    /// of it.
+    struct SlowCore {
+        delay: Option<Duration>,
+        tail: LogPoint,
+    }
+
+    impl Actor for SlowCore {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ReadLog> for SlowCore {
+        type Result = ResponseFuture<LogSlice>;
+
+        fn handle(&mut self, msg: ReadLog, _: &mut Context<Self>) -> Self::Result {
+            let (delay, tail) = (self.delay, self.tail);
+            Box::pin(async move {
+                match delay {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+                assert_eq!(msg.next_index, tail.index + 1);
+                LogSlice::Entries {
+                    prev_log_index: tail.index,
+                    prev_log_term: tail.term,
+                    entries: Vec::new(),
+                    leader_commit: tail.index,
+                }
+            })
+        }
+    }
+
+    impl Handler<Replicated> for SlowCore {
+        type Result = ();
+
+        fn handle(&mut self, _: Replicated, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<OpenSnapshot> for SlowCore {
+        type Result = Option<SnapshotStream>;
+
+        fn handle(&mut self, _: OpenSnapshot, _: &mut Context<Self>) -> Self::Result {
+            None
+        }
+    }
+
+    impl Handler<ReadEntries> for SlowCore {
+        type Result = Result<Option<Vec<Entry>>, StorageError>;
+
+        fn handle(&mut self, _: ReadEntries, _: &mut Context<Self>) -> Self::Result {
+            Ok(None)
+        }
+    }
+
+    const HEARTBEAT: Duration = Duration::from_millis(50);
+
+    /// Starts a Replicator of leader 1 (term 3) for peer 2, whose log ends at index 10,
+    /// against `core`; lets `run` pass in paused time; returns what went on the wire.
+    fn replicate(core: SlowCore, run: Duration) -> Vec<Message> {
+        let system = System::new();
+        system.block_on(async move {
+            tokio::time::pause();
+            let next = core.tail.index + 1;
+            let core = core.start();
+            let wire = Arc::new(Wire::default());
+            let limits = ReplicationLimits {
+                snapshot_window: 4,
+                heartbeat: HEARTBEAT,
+                max_entries: 64,
+                max_bytes: 1 << 20,
+                max_inflight: 4,
+            };
+            let link = CoreLink {
+                log: core.clone().recipient(),
+                progress: core.clone().recipient(),
+                snapshots: core.clone().recipient(),
+                disk: core.clone().recipient(),
+                metrics: Arc::new(crate::metrics::Metrics::new(1)),
+            };
+            let r = Replicator::new(1, 2, 3, next, link, wire.clone(), limits).start();
+            tokio::time::sleep(run).await;
+            r.do_send(StopReplicator);
+            wire.take()
+                .into_iter()
+                .map(|(to, m)| {
+                    assert_eq!(to, 2);
+                    m
+                })
+                .collect()
+        })
+    }
+
+    /// (prev_log_index, entries) of each AppendEntries sent, in order.
+    fn appends(sent: &[Message]) -> Vec<(LogIndex, usize)> {
+        sent.iter()
+            .filter_map(|m| match m {
+                Message::AppendEntries {
+                    term: 3,
+                    leader_id: 1,
+                    prev_log_index,
+                    entries,
+                    ..
+                } => Some((*prev_log_index, entries.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The bug behind two elections at the start of an overload burst: while a `ReadLog`
+    /// waited in the core's mailbox, the Replicator sent nothing at all, and the follower
+    /// timed out. Now a keepalive (after index 0, so it claims no match) goes out on each
+    /// heartbeat tick while the fetch is outstanding.
+    #[test]
+    fn heartbeats_keep_flowing_while_the_core_does_not_answer() {
+        let core = SlowCore {
+            delay: None,
+            tail: LogPoint { index: 10, term: 3 },
+        };
+        let sent = appends(&replicate(core, HEARTBEAT * 10 + HEARTBEAT / 2));
+        assert!(
+            sent.len() >= 9,
+            "one keepalive per heartbeat tick expected while the ReadLog is outstanding, got {sent:?}"
+        );
+        assert!(
+            sent.iter().all(|&(prev, n)| prev == 0 && n == 0),
+            "a keepalive claims no match and carries no entries: {sent:?}"
+        );
+    }
+
+    /// A core that answers well within half an interval gets no keepalives: every tick's
+    /// heartbeat is a real one, at the point the follower's log must agree with.
+    #[test]
+    fn a_prompt_core_gets_real_heartbeats_only() {
+        let core = SlowCore {
+            delay: Some(HEARTBEAT / 10),
+            tail: LogPoint { index: 10, term: 3 },
+        };
+        let sent = appends(&replicate(core, HEARTBEAT * 10 + HEARTBEAT / 2));
+        assert!(
+            sent.len() >= 9,
+            "a heartbeat per tick expected, got {sent:?}"
+        );
+        assert!(
+            sent.iter().all(|&(prev, n)| prev == 10 && n == 0),
+            "heartbeats at the follower's next_index: {sent:?}"
+        );
+    }
+}
