@@ -357,9 +357,51 @@ impl Conn {
         })
     }
 
+    /// Sends `request` and reads the answer. A large body goes out in pieces, and before
+    /// each piece the client looks whether the server has answered already, as curl and
+    /// hyper do: a node refusing a 1 MiB PUT (its body budget full) answers before it reads
+    /// the body, and a client that listens sees the refusal then, not after uploading the
+    /// rest to a busy server. The body was cut short, so the connection is not reused.
     fn round_trip(&mut self, request: &[u8]) -> io::Result<Response> {
-        self.reader.get_mut().write_all(request)?;
+        const PIECE: usize = 64 * 1024;
+        if request.len() <= PIECE {
+            self.reader.get_mut().write_all(request)?;
+            return read_response(&mut self.reader);
+        }
+        for piece in request.chunks(PIECE) {
+            if self.answered()? {
+                return self.early_response();
+            }
+            if let Err(e) = self.reader.get_mut().write_all(piece) {
+                // The server may have answered and stopped reading: its answer is still
+                // in our receive buffer.
+                return self.early_response().map_err(|_| e);
+            }
+        }
         read_response(&mut self.reader)
+    }
+
+    /// Whether the server has sent something (or closed the connection) yet.
+    fn answered(&self) -> io::Result<bool> {
+        if !self.reader.buffer().is_empty() {
+            return Ok(true);
+        }
+        let stream = self.reader.get_ref();
+        stream.set_nonblocking(true)?;
+        let mut byte = [0u8; 1];
+        let peeked = stream.peek(&mut byte);
+        stream.set_nonblocking(false)?;
+        match peeked {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn early_response(&mut self) -> io::Result<Response> {
+        let mut response = read_response(&mut self.reader)?;
+        response.keep_alive = false;
+        Ok(response)
     }
 }
 

@@ -23,4 +23,5 @@ pub mod net;
 pub mod node;
 pub mod raft;
 pub mod server;
+pub mod stall;
 pub mod storage;

@@ -93,6 +93,11 @@ pub async fn serve(config: Config) -> Result<(), String> {
             observer: None,
         },
     )?;
+    crate::stall::watch_current_thread(
+        config.id,
+        std::time::Duration::from_millis(20),
+        config.raft_options().heartbeat_interval * 2,
+    );
     actix::spawn(serve_inbound(
         listener,
         Listener {

@@ -126,6 +126,9 @@ pub struct Replicator {
     /// (`heartbeat_due`): only a heartbeat at `next_index` shows whether the follower's
     /// log agrees.
     keepalive_due: bool,
+    /// Heartbeat ticks in a row that found nothing sent since the one before.
+    quiet_ticks: u32,
+    quiet_log: crate::net::LogEvery,
 }
 
 /// A snapshot transfer: the pure sending state plus where its chunks come from.
@@ -180,6 +183,38 @@ impl Replicator {
             read_ahead: None,
             leader_commit: 0,
             keepalive_due: false,
+            quiet_ticks: 0,
+            quiet_log: crate::net::LogEvery::new(Duration::from_secs(5)),
+        }
+    }
+
+    /// On a heartbeat tick: warns (once per interval) when nothing has gone to the peer
+    /// for several intervals, which its election timer will not take long to notice.
+    fn note_quiet(&mut self) {
+        // Cleared by every AppendEntries since the last tick (a snapshot transfer watches
+        // its own progress instead).
+        if !self.keepalive_due || self.snapshot.is_some() {
+            self.quiet_ticks = 0;
+            return;
+        }
+        self.quiet_ticks += 1;
+        if self.quiet_ticks == 3 {
+            if let Some(held) = self.quiet_log.check() {
+                warn!(
+                    "[node {} term {}] nothing sent to peer {} for {} heartbeat intervals \
+                     (fetching {}, reading disk {}, snapshot {}, can send entries {}; {} \
+                     such reports held back)",
+                    self.leader,
+                    self.term,
+                    self.peer,
+                    self.quiet_ticks,
+                    self.fetching,
+                    self.reading_disk,
+                    self.snapshot.is_some() || self.opening,
+                    self.progress.can_send_entries(),
+                    held
+                );
+            }
         }
     }
 
@@ -671,6 +706,7 @@ impl Actor for Replicator {
         self.pump(ctx);
         ctx.run_interval(self.limits.heartbeat, |act, ctx| {
             act.progress.on_heartbeat_tick();
+            act.note_quiet();
             act.heartbeat_due = true;
             act.keepalive_due = true;
             act.pump(ctx);

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -67,7 +67,7 @@ pub type KnownPeers = Arc<RwLock<BTreeSet<NodeId>>>;
 /// One peer's queue, with the bytes it holds.
 struct PeerQueue {
     addr: String,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<(Instant, Message)>,
     bytes: Arc<AtomicUsize>,
 }
 
@@ -118,10 +118,7 @@ impl TcpTransport {
                 secret: self.secret.clone(),
                 tls: self.tls.clone(),
             },
-            Queued {
-                rx,
-                bytes: bytes.clone(),
-            },
+            Queued::new(rx, bytes.clone()),
         ));
         PeerQueue {
             addr: addr.to_string(),
@@ -164,7 +161,7 @@ impl Transport for TcpTransport {
             return;
         }
         q.bytes.fetch_add(size, Ordering::Relaxed);
-        if q.tx.try_send(msg).is_err() {
+        if q.tx.try_send((Instant::now(), msg)).is_err() {
             q.bytes.fetch_sub(size, Ordering::Relaxed);
             debug!("peer {} queue full or closed: message dropped", to);
         }
@@ -295,29 +292,61 @@ async fn send_frame<S: AsyncWrite + Unpin, T: serde::Serialize>(
 
 /// The receiving end of a peer's queue; every message taken out gives its bytes back.
 struct Queued {
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<(Instant, Message)>,
     bytes: Arc<AtomicUsize>,
+    /// The longest any message taken out since the last report had waited.
+    longest_wait: Duration,
+    slow: LogEvery,
 }
 
+/// A message that waited this long in a peer's queue is worth a warning: heartbeats wait
+/// there too, and the peer's election timeout is not much longer.
+const SLOW_QUEUE: Duration = Duration::from_millis(200);
+
 impl Queued {
-    fn took(&self, m: &Message) {
+    fn new(rx: mpsc::Receiver<(Instant, Message)>, bytes: Arc<AtomicUsize>) -> Self {
+        Queued {
+            rx,
+            bytes,
+            longest_wait: Duration::ZERO,
+            slow: LogEvery::new(LOG_INTERVAL),
+        }
+    }
+
+    fn took(&mut self, queued_at: Instant, m: Message) -> Message {
         self.bytes.fetch_sub(m.approx_size(), Ordering::Relaxed);
+        self.longest_wait = self.longest_wait.max(queued_at.elapsed());
+        m
     }
 
     async fn recv(&mut self) -> Option<Message> {
-        let m = self.rx.recv().await;
-        if let Some(m) = &m {
-            self.took(m);
-        }
-        m
+        let (at, m) = self.rx.recv().await?;
+        Some(self.took(at, m))
     }
 
     fn try_recv(&mut self) -> Option<Message> {
-        let m = self.rx.try_recv().ok();
-        if let Some(m) = &m {
-            self.took(m);
+        let (at, m) = self.rx.try_recv().ok()?;
+        Some(self.took(at, m))
+    }
+
+    /// Warns (once per interval) when messages to `peer` waited long in the queue: the
+    /// connection or the peer is slower than what is sent to it.
+    fn report_waits(&mut self, self_id: NodeId, peer: NodeId) {
+        if self.longest_wait < SLOW_QUEUE {
+            return;
         }
-        m
+        let longest = std::mem::take(&mut self.longest_wait);
+        if let Some(held) = self.slow.check() {
+            warn!(
+                "[node {}] messages to peer {} waited up to {} ms in the send queue ({} KiB \
+                 queued now, {} such reports held back): the link or the peer is slow",
+                self_id,
+                peer,
+                longest.as_millis(),
+                self.bytes.load(Ordering::Relaxed) / 1024,
+                held
+            );
+        }
     }
 
     fn is_closed(&self) -> bool {
@@ -416,6 +445,7 @@ async fn outbound(caller: Caller, mut rx: Queued) {
                 }
                 next = rx.try_recv();
             }
+            rx.report_waits(self_id, peer);
             if let Err(e) = async {
                 w.write_all(&buf).await?;
                 w.flush().await

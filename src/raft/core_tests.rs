@@ -922,6 +922,62 @@ fn proposals_are_refused_while_too_much_waits_to_commit() {
     ));
 }
 
+/// A store that falls behind (a slow disk) stops new proposals as well: committed entries
+/// still waiting to be applied count against the leader's budget until the state machine
+/// reports them applied, so clients get a 503 at once instead of a 504 at their timeout.
+#[test]
+fn proposals_wait_for_the_state_machine_to_catch_up() {
+    let mut n = leader().with_limits(LogLimits {
+        max_uncommitted_entries: 100,
+        max_unapplied_entries: 3,
+        ..LogLimits::default()
+    });
+    for _ in 0..2 {
+        let (r, e) = n.propose(Payload::Command(vec![1; 10]));
+        assert!(r.is_ok());
+        durable(&mut n, e);
+    }
+    // The no-op and both commands commit; none is applied yet.
+    let e = n.on_replicated(1, 2, 3, 0, None);
+    durable(&mut n, e);
+    assert_eq!(n.commit_index(), 3);
+    let (r, e) = n.propose(Payload::Command(vec![1; 10]));
+    assert_eq!(
+        r,
+        Err(ProposeError::ApplyBehind {
+            entries: 3,
+            bytes: n.log().bytes_between(0, 3)
+        })
+    );
+    assert!(e.is_empty(), "nothing appended: {:?}", e);
+    assert_eq!(n.log().last_index(), 3);
+    // One applied makes room for one more (uncommitted entries count too).
+    n.note_applied(1);
+    assert!(n.propose(Payload::Command(vec![1; 10])).0.is_ok());
+    assert!(matches!(
+        n.propose(Payload::Command(vec![1; 10])).0,
+        Err(ProposeError::ApplyBehind { entries: 3, .. })
+    ));
+    // And by bytes: one large committed value not yet applied fills the budget.
+    let mut m = leader().with_limits(LogLimits {
+        max_uncommitted_entries: 100,
+        max_uncommitted_bytes: 1 << 20,
+        max_unapplied_bytes: 1000,
+        ..LogLimits::default()
+    });
+    let (r, e) = m.propose(Payload::Command(vec![0; 2000]));
+    assert_eq!(r, Ok((2, 1)));
+    durable(&mut m, e);
+    let e = m.on_replicated(1, 2, 2, 0, None);
+    durable(&mut m, e);
+    assert!(matches!(
+        m.propose(Payload::Command(vec![0; 1])).0,
+        Err(ProposeError::ApplyBehind { entries: 2, .. })
+    ));
+    m.note_applied(2);
+    assert!(m.propose(Payload::Command(vec![0; 1])).0.is_ok());
+}
+
 /// The log tail kept for slow followers is bounded in bytes too: with large values, the
 /// entry count alone would keep gigabytes in memory.
 #[test]

@@ -678,13 +678,16 @@ impl Consensus {
                         return rx;
                     }
                 };
+                self.core.note_applied(self.applied.get());
                 let (accepted, effects) = self.core.propose(Payload::Command(command));
                 let result = match &accepted {
                     Ok(_) => "accepted",
                     Err(ProposeError::NotLeader) => "not_leader",
-                    Err(ProposeError::Overloaded { .. } | ProposeError::Transferring { .. }) => {
-                        "overloaded"
-                    }
+                    Err(
+                        ProposeError::Overloaded { .. }
+                        | ProposeError::ApplyBehind { .. }
+                        | ProposeError::Transferring { .. },
+                    ) => "overloaded",
                 };
                 self.metrics.proposals.with_label_values(&[result]).inc();
                 match accepted {
@@ -713,6 +716,16 @@ impl Consensus {
                             reason: format!(
                                 "overloaded: {} entries ({} KiB) are waiting to commit; not \
                                  applied, retry later",
+                                entries,
+                                bytes / 1024
+                            ),
+                        });
+                    }
+                    Err(ProposeError::ApplyBehind { entries, bytes }) => {
+                        let _ = tx.send(ClientResponse::Overloaded {
+                            reason: format!(
+                                "overloaded: {} entries ({} KiB) are waiting to be applied to \
+                                 the store (a slow disk); not applied, retry later",
                                 entries,
                                 bytes / 1024
                             ),

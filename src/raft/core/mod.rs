@@ -124,6 +124,12 @@ pub struct LogLimits {
     pub max_uncommitted_bytes: u64,
     /// ... or number this many.
     pub max_uncommitted_entries: u64,
+    /// A leader refuses proposals while its entries not yet applied by the state machine
+    /// (committed or not) take this many bytes: when the store falls behind (a slow disk),
+    /// clients get a prompt 503 instead of waiting for their timeout.
+    pub max_unapplied_bytes: u64,
+    /// ... or number this many.
+    pub max_unapplied_entries: u64,
     /// The tail kept in memory below the store's durable index holds at most this many
     /// bytes.
     pub log_tail_bytes: u64,
@@ -139,6 +145,8 @@ impl Default for LogLimits {
         LogLimits {
             max_uncommitted_bytes: 32 * 1024 * 1024,
             max_uncommitted_entries: 10_000,
+            max_unapplied_bytes: 64 * 1024 * 1024,
+            max_unapplied_entries: 20_000,
             log_tail_bytes: 32 * 1024 * 1024,
             disk_tail_bytes: 160 * 1024 * 1024,
             disk_tail_entries: 1_000_000,
@@ -152,6 +160,11 @@ pub enum ProposeError {
     NotLeader,
     /// Too much is waiting to commit (`LogLimits`): the client should back off.
     Overloaded {
+        entries: u64,
+        bytes: u64,
+    },
+    /// Too much is waiting for the state machine to apply it (`LogLimits`).
+    ApplyBehind {
         entries: u64,
         bytes: u64,
     },
@@ -266,6 +279,8 @@ pub struct RaftCore {
     commit_index: LogIndex,
     /// Highest index handed to the state machine.
     applied_sent: LogIndex,
+    /// Highest index the state machine reported applied (`note_applied`).
+    applied: LogIndex,
 
     votes: BTreeSet<NodeId>,
     /// Pre-votes gathered for term `current_term + 1`; `Some` while pre-campaigning.
@@ -349,6 +364,7 @@ impl RaftCore {
             log,
             commit_index: snapshot_index,
             applied_sent: snapshot_index,
+            applied: snapshot_index,
             votes: BTreeSet::new(),
             prevotes: None,
             peer_match: BTreeMap::new(),
@@ -629,6 +645,11 @@ impl RaftCore {
         self.finish()
     }
 
+    /// The state machine has applied everything through `index` (it only moves forward).
+    pub fn note_applied(&mut self, index: LogIndex) {
+        self.applied = self.applied.max(index);
+    }
+
     /// A client command: appended to the leader's log; returns its (index, term), or why
     /// not: this node does not lead, or too much is already waiting to commit.
     pub fn propose(
@@ -644,14 +665,22 @@ impl RaftCore {
                 Vec::new(),
             );
         }
-        let entries = self.log.last_index() - self.commit_index;
-        let bytes = self
-            .log
-            .bytes_between(self.commit_index, self.log.last_index());
+        let last = self.log.last_index();
+        let entries = last - self.commit_index;
+        let bytes = self.log.bytes_between(self.commit_index, last);
         if entries >= self.limits.max_uncommitted_entries
             || bytes >= self.limits.max_uncommitted_bytes
         {
             return (Err(ProposeError::Overloaded { entries, bytes }), Vec::new());
+        }
+        let applied = self.applied.min(self.commit_index);
+        let (entries, bytes) = (last - applied, self.log.bytes_between(applied, last));
+        if entries >= self.limits.max_unapplied_entries || bytes >= self.limits.max_unapplied_bytes
+        {
+            return (
+                Err(ProposeError::ApplyBehind { entries, bytes }),
+                Vec::new(),
+            );
         }
         let index = self.append_own(payload);
         self.effects.push(Effect::ReplicateNow);
