@@ -2,12 +2,66 @@
 //! connections. Heartbeats go out from that thread; when it does not run for a while,
 //! followers stop hearing from their leader and may elect another. The watchdog says so
 //! in the log (once per interval), and tells the two causes apart: the thread was busy
-//! with work of its own, or it waited for a CPU (the machine is overloaded).
+//! with work of its own, or it waited for a CPU (the machine is overloaded). The election
+//! timer on the same thread asks it how long the thread did not run during a countdown
+//! ([`stalled_so_far`]).
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use log::warn;
 use tokio::time::{Instant, MissedTickBehavior};
+
+/// What the watchdog of this thread has seen: the stalls so far in total, and when it last
+/// ran and how often it runs (`None` without a watchdog, as in the simulator).
+#[derive(Clone, Copy)]
+struct Seen {
+    total: Duration,
+    last: Option<(Instant, Duration)>,
+}
+
+thread_local! {
+    static SEEN: Cell<Seen> = const {
+        Cell::new(Seen {
+            total: Duration::ZERO,
+            last: None,
+        })
+    };
+}
+
+/// Lateness of a watchdog tick below this is scheduling noise, not a stall.
+const NOISE: Duration = Duration::from_millis(5);
+
+/// How long this thread has not run, in total, as far as its watchdog can tell by now
+/// (including a stall that has just ended and the watchdog has not measured yet). Only
+/// differences mean something: the election timer takes the stall time during its
+/// countdown from it.
+pub fn stalled_so_far() -> Duration {
+    let seen = SEEN.with(Cell::get);
+    let ongoing = seen.last.map_or(Duration::ZERO, |(at, every)| {
+        let late = Instant::now()
+            .saturating_duration_since(at)
+            .saturating_sub(every);
+        if late >= NOISE {
+            late
+        } else {
+            Duration::ZERO
+        }
+    });
+    seen.total + ongoing
+}
+
+/// The watchdog ran at `now`, `late` past its due time.
+fn record_tick(now: Instant, every: Duration, late: Duration) {
+    SEEN.with(|s| {
+        let mut seen = s.get();
+        if late >= NOISE {
+            seen.total += late;
+        }
+        seen.last = Some((now, every));
+        s.set(seen);
+    });
+}
 
 use crate::net::LogEvery;
 use crate::raft::NodeId;
@@ -35,10 +89,12 @@ pub fn watch_current_thread(node: NodeId, every: Duration, threshold: Duration) 
         ticks.tick().await;
         let mut reports = LogEvery::new(Duration::from_secs(5));
         let (mut last, mut last_cpu) = (Instant::now(), thread_cpu());
+        record_tick(last, every, Duration::ZERO);
         loop {
             ticks.tick().await;
             let (now, cpu) = (Instant::now(), thread_cpu());
             let late = now.duration_since(last).saturating_sub(every);
+            record_tick(now, every, late);
             if late >= threshold {
                 let ran = cpu.saturating_sub(last_cpu);
                 if let Some(held) = reports.check() {
@@ -62,4 +118,11 @@ pub fn watch_current_thread(node: NodeId, every: Duration, threshold: Duration) 
             (last, last_cpu) = (now, cpu);
         }
     });
+}
+
+/// Tells this thread's record that the watchdog ran at `now`, `late` past its due time:
+/// what the watchdog does, for tests of what reads the record.
+#[cfg(test)]
+pub(crate) fn record_tick_for_test(now: Instant, every: Duration, late: Duration) {
+    record_tick(now, every, late);
 }

@@ -86,18 +86,23 @@ impl ElectionTimer {
     /// Arms the countdown for `timeout` from now; `graces` were already taken.
     fn arm(&mut self, generation: u64, timeout: Duration, graces: u32, ctx: &mut Context<Self>) {
         let due = Instant::now() + timeout;
+        let stalled_before = crate::stall::stalled_so_far();
         self.armed = Some(ctx.run_later(timeout, move |act, ctx| {
             if generation != act.generation {
                 return;
             }
             act.armed = None;
+            // Time not spent listening: how late this firing is, or (when the thread
+            // stalled earlier in the countdown) what the thread's watchdog saw.
             let late = Instant::now().saturating_duration_since(due);
+            let stalled = crate::stall::stalled_so_far().saturating_sub(stalled_before);
+            let deaf = late.max(stalled);
             let grace = act.stall_threshold();
-            if late >= grace && graces < MAX_GRACES {
+            if deaf >= grace && graces < MAX_GRACES {
                 debug!(
-                    "election timer fired {} ms late (this node's thread did not run): \
-                     {} ms of grace to handle what arrived meanwhile",
-                    late.as_millis(),
+                    "election timer: this node's thread did not run for {} ms of the \
+                     countdown: {} ms of grace to handle what arrived meanwhile",
+                    deaf.as_millis(),
                     grace.as_millis()
                 );
                 act.arm(generation, grace, graces + 1, ctx);
@@ -213,6 +218,38 @@ mod tests {
         assert_eq!(seen, vec![], "the reset after the stall wins");
         let seen = run(Duration::from_millis(300), Duration::from_millis(200), true);
         once(&seen, 2, Duration::from_millis(400));
+    }
+
+    /// A stall earlier in the countdown, seen by the thread's watchdog, counts too: the
+    /// timer fires on time but the node was deaf for part of it.
+    #[test]
+    fn a_stall_during_the_countdown_earns_a_grace() {
+        let system = System::new();
+        let seen = system.block_on(async move {
+            tokio::time::pause();
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let clock = Clock(seen.clone()).start();
+            let timer = ElectionTimer::new(TIMEOUT, TIMEOUT, 7, clock.recipient()).start();
+            let start = Instant::now();
+            let every = Duration::from_millis(20);
+            crate::stall::record_tick_for_test(start, every, Duration::ZERO);
+            // The thread's watchdog, every 20 ms; at 60 ms it finds the thread was 30 ms
+            // late: deaf for 30 ms of the countdown.
+            actix::spawn(async move {
+                for i in 1..=10 {
+                    tokio::time::sleep(every).await;
+                    let late = Duration::from_millis(if i == 3 { 30 } else { 0 });
+                    crate::stall::record_tick_for_test(Instant::now(), every, late);
+                }
+            });
+            timer.do_send(ResetTimer { generation: 1 });
+            tokio::time::sleep(Duration::from_millis(160)).await;
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            seen.into_iter()
+                .map(|(g, at)| (g, at - start))
+                .collect::<Vec<_>>()
+        });
+        once(&seen, 1, Duration::from_millis(125));
     }
 
     /// With nothing arriving, a late timer still reports, after one grace of a quarter of

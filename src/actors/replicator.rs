@@ -438,8 +438,11 @@ impl Replicator {
             // in the core's mailbox behind every client request queued there (at the start
             // of a burst of 2,000 clients, long enough for followers to time out and elect).
             // The heartbeat must not wait with it.
-            let slow =
-                self.reading_disk || self.fetch_started.elapsed() >= self.limits.heartbeat / 2;
+            // And whatever the fetches do, a whole interval without sending anything is one
+            // too many (a fetch answered and asked again before each tick looks young).
+            let slow = self.reading_disk
+                || self.quiet_ticks > 0
+                || self.fetch_started.elapsed() >= self.limits.heartbeat / 2;
             if slow && self.keepalive_due {
                 self.keepalive();
             }
@@ -862,6 +865,8 @@ mod tests {
     struct SlowCore {
         delay: Option<Duration>,
         tail: LogPoint,
+        /// Answer with an entry where the Replicator did not ask (so it asks again).
+        misplaced: bool,
     }
 
     impl Actor for SlowCore {
@@ -872,13 +877,26 @@ mod tests {
         type Result = ResponseFuture<LogSlice>;
 
         fn handle(&mut self, msg: ReadLog, _: &mut Context<Self>) -> Self::Result {
-            let (delay, tail) = (self.delay, self.tail);
+            let (delay, tail, misplaced) = (self.delay, self.tail, self.misplaced);
             Box::pin(async move {
                 match delay {
                     Some(d) => tokio::time::sleep(d).await,
                     None => std::future::pending::<()>().await,
                 }
                 assert_eq!(msg.next_index, tail.index + 1);
+                if misplaced {
+                    let entry = Entry {
+                        term: tail.term,
+                        index: tail.index + 6,
+                        payload: crate::raft::Payload::Noop,
+                    };
+                    return LogSlice::Entries {
+                        prev_log_index: tail.index + 5,
+                        prev_log_term: tail.term,
+                        entries: vec![entry],
+                        leader_commit: tail.index,
+                    };
+                }
                 LogSlice::Entries {
                     prev_log_index: tail.index,
                     prev_log_term: tail.term,
@@ -974,6 +992,7 @@ mod tests {
         let core = SlowCore {
             delay: None,
             tail: LogPoint { index: 10, term: 3 },
+            misplaced: false,
         };
         let sent = appends(&replicate(core, HEARTBEAT * 10 + HEARTBEAT / 2));
         assert!(
@@ -986,6 +1005,27 @@ mod tests {
         );
     }
 
+    /// Whatever the core answers, a whole heartbeat interval without sending anything is
+    /// not repeated: here every fetch is answered within 20 ms with entries the Replicator
+    /// did not ask for, so it asks again at once and each tick finds a young fetch.
+    #[test]
+    fn a_quiet_interval_is_followed_by_a_keepalive_whatever_the_fetches_do() {
+        let core = SlowCore {
+            delay: Some(Duration::from_millis(20)),
+            tail: LogPoint { index: 10, term: 3 },
+            misplaced: true,
+        };
+        let sent = appends(&replicate(core, HEARTBEAT * 10 + HEARTBEAT / 2));
+        assert!(
+            sent.len() >= 4,
+            "a keepalive at least every second tick expected, got {sent:?}"
+        );
+        assert!(
+            sent.iter().all(|&(prev, n)| prev == 0 && n == 0),
+            "{sent:?}"
+        );
+    }
+
     /// A core that answers well within half an interval gets no keepalives: every tick's
     /// heartbeat is a real one, at the point the follower's log must agree with.
     #[test]
@@ -993,6 +1033,7 @@ mod tests {
         let core = SlowCore {
             delay: Some(HEARTBEAT / 10),
             tail: LogPoint { index: 10, term: 3 },
+            misplaced: false,
         };
         let sent = appends(&replicate(core, HEARTBEAT * 10 + HEARTBEAT / 2));
         assert!(
