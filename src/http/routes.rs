@@ -180,19 +180,21 @@ pub async fn dispatch(
     timeout: Duration,
 ) -> ClientResponse {
     let is_write = matches!(request, ClientRequest::Write { .. });
-    let send = node.consensus.send(ClientCall {
+    let call = node.consensus.send(ClientCall {
         request,
         forwarded: false,
     });
-    match tokio::time::timeout(timeout, send).await {
-        Ok(Ok(response)) => response,
-        // The node stopped while the request was in progress: a write may already be in
-        // the log (or forwarded), so its outcome is unknown.
-        Ok(Err(_)) if is_write => ClientResponse::Unknown {
+    // The answer comes on its own channel, straight from whichever actor gives it.
+    let answer = async move { call.await.ok()?.await.ok() };
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Some(response)) => response,
+        // The node stopped (or dropped the request) while it was in progress: a write may
+        // already be in the log (or forwarded), so its outcome is unknown.
+        Ok(None) if is_write => ClientResponse::Unknown {
             reason: "node stopped while the write was in progress".into(),
             leader: None,
         },
-        Ok(Err(_)) => ClientResponse::Unavailable {
+        Ok(None) => ClientResponse::Unavailable {
             reason: "node is shutting down".into(),
             leader: None,
         },

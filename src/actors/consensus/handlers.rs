@@ -117,16 +117,10 @@ impl Handler<ElectionTimeout> for Consensus {
 }
 
 impl Handler<ClientCall> for Consensus {
-    type Result = ResponseFuture<ClientResponse>;
+    type Result = MessageResult<ClientCall>;
 
     fn handle(&mut self, msg: ClientCall, ctx: &mut Context<Self>) -> Self::Result {
-        let rx = self.start_request(msg.request, msg.forwarded, ctx);
-        Box::pin(async move {
-            rx.await.unwrap_or(ClientResponse::Unknown {
-                reason: "request dropped".into(),
-                leader: None,
-            })
-        })
+        MessageResult(self.start_request(msg.request, msg.forwarded, ctx))
     }
 }
 

@@ -38,8 +38,11 @@ use crate::raft::{
 const MAX_SEEN_FORWARDS: usize = 100_000;
 
 /// A client request entering at this node (`forwarded` when another node sent it here).
+/// The reply is the channel the answer will arrive on: whoever answers (the StateMachine
+/// for a write or a read, this actor for a refusal) sends straight to the caller's thread,
+/// with no second hop through this actor's.
 #[derive(actix::Message)]
-#[rtype(result = "ClientResponse")]
+#[rtype(result = "oneshot::Receiver<ClientResponse>")]
 pub struct ClientCall {
     pub request: ClientRequest,
     pub forwarded: bool,
@@ -650,17 +653,7 @@ impl Consensus {
                 key,
                 consistency: ReadConsistency::Stale,
             } => {
-                let read = self.state_machine.send(ReadLocal(key));
-                actix::spawn(async move {
-                    let response = match read.await {
-                        Ok(r) => r,
-                        Err(_) => ClientResponse::Unavailable {
-                            reason: "node is shutting down".into(),
-                            leader: None,
-                        },
-                    };
-                    let _ = tx.send(response);
-                });
+                self.state_machine.do_send(ReadLocal { key, tx });
             }
             ClientRequest::Write { op, session } if self.core.role() == Role::Leader => {
                 let command = Command {

@@ -55,10 +55,13 @@ pub struct ReadAt {
     pub tx: oneshot::Sender<ClientResponse>,
 }
 
-/// Read `key` from whatever is applied now (a possibly stale read).
+/// Read `key` from whatever is applied now (a possibly stale read); the answer goes to `tx`.
 #[derive(Message)]
-#[rtype(result = "ClientResponse")]
-pub struct ReadLocal(pub String);
+#[rtype(result = "()")]
+pub struct ReadLocal {
+    pub key: String,
+    pub tx: oneshot::Sender<ClientResponse>,
+}
 
 /// The applied index and every key and value (for tests and diagnostics).
 #[derive(Message)]
@@ -556,10 +559,10 @@ impl Handler<ReadAt> for StateMachine {
 }
 
 impl Handler<ReadLocal> for StateMachine {
-    type Result = MessageResult<ReadLocal>;
+    type Result = ();
 
-    fn handle(&mut self, ReadLocal(key): ReadLocal, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.read(&key))
+    fn handle(&mut self, ReadLocal { key, tx }: ReadLocal, _ctx: &mut Context<Self>) {
+        let _ = tx.send(self.read(&key));
     }
 }
 
