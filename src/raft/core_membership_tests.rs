@@ -126,7 +126,7 @@ fn learners_count_in_no_quorum_and_never_campaign() {
     durable(&mut n, e);
     let e = n.on_replicated(1, 3, index, 0, None);
     durable(&mut n, e);
-    let (r, e) = n.propose(Payload::Command(vec![1]));
+    let (r, e) = n.propose(Payload::Command(vec![1].into()));
     let (cmd, _) = r.unwrap();
     durable(&mut n, e);
     // The learner's copy alone does not make a majority with the leader's.
@@ -235,7 +235,7 @@ fn votes_from_outside_the_configuration_are_ignored() {
 #[test]
 fn transfer_sends_timeout_now_once_the_target_is_up_to_date() {
     let mut n = settled_leader();
-    let (r, e) = n.propose(Payload::Command(vec![1]));
+    let (r, e) = n.propose(Payload::Command(vec![1].into()));
     let (cmd, _) = r.unwrap();
     durable(&mut n, e);
     let (target, e) = n.transfer_leadership(Some(2));
@@ -245,7 +245,7 @@ fn transfer_sends_timeout_now_once_the_target_is_up_to_date() {
         .iter()
         .any(|(_, m)| matches!(m, Message::TimeoutNow { .. })));
     // No new proposals while it runs.
-    let (r, _) = n.propose(Payload::Command(vec![2]));
+    let (r, _) = n.propose(Payload::Command(vec![2].into()));
     assert_eq!(r, Err(ProposeError::Transferring { target: 2 }));
     assert!(matches!(
         proposed(&mut n, &add(4)),
@@ -312,7 +312,7 @@ fn a_transfer_that_does_not_complete_is_abandoned_at_the_next_timeout() {
     let e = durable(&mut n, e);
     assert!(e.contains(&Effect::TransferAborted { target: 2 }));
     assert_eq!(n.role(), Role::Leader);
-    let (r, _) = n.propose(Payload::Command(vec![3]));
+    let (r, _) = n.propose(Payload::Command(vec![3].into()));
     assert!(r.is_ok(), "{:?}", r);
     // Not to itself, not to a non-voter.
     assert!(matches!(

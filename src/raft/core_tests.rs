@@ -684,7 +684,7 @@ fn leader_keeping(entries: u64, tail: u64, disk_bytes: u64) -> RaftCore {
         ..LogLimits::default()
     });
     for i in 0..entries {
-        let (_, e) = n.propose(Payload::Command(vec![i as u8]));
+        let (_, e) = n.propose(Payload::Command(vec![i as u8].into()));
         durable(&mut n, e);
     }
     let last = n.log().last_index();
@@ -891,11 +891,11 @@ fn proposals_are_refused_while_too_much_waits_to_commit() {
     });
     // The no-op is uncommitted too: two more fit.
     for _ in 0..2 {
-        let (r, e) = n.propose(Payload::Command(vec![1; 10]));
+        let (r, e) = n.propose(Payload::Command(vec![1; 10].into()));
         assert!(r.is_ok());
         durable(&mut n, e);
     }
-    let (r, e) = n.propose(Payload::Command(vec![1; 10]));
+    let (r, e) = n.propose(Payload::Command(vec![1; 10].into()));
     assert_eq!(
         r,
         Err(ProposeError::Overloaded {
@@ -907,7 +907,7 @@ fn proposals_are_refused_while_too_much_waits_to_commit() {
     assert_eq!(n.log().last_index(), 3);
     let e = n.on_replicated(1, 2, 3, 0, None);
     durable(&mut n, e);
-    assert!(n.propose(Payload::Command(vec![1; 10])).0.is_ok());
+    assert!(n.propose(Payload::Command(vec![1; 10].into())).0.is_ok());
     // And by bytes: one large proposal fills the budget.
     let mut m = leader().with_limits(LogLimits {
         max_uncommitted_entries: 100,
@@ -915,9 +915,9 @@ fn proposals_are_refused_while_too_much_waits_to_commit() {
         log_tail_bytes: 1 << 20,
         ..LogLimits::default()
     });
-    assert!(m.propose(Payload::Command(vec![0; 2000])).0.is_ok());
+    assert!(m.propose(Payload::Command(vec![0; 2000].into())).0.is_ok());
     assert!(matches!(
-        m.propose(Payload::Command(vec![0; 1])).0,
+        m.propose(Payload::Command(vec![0; 1].into())).0,
         Err(ProposeError::Overloaded { .. })
     ));
 }
@@ -933,7 +933,7 @@ fn proposals_wait_for_the_state_machine_to_catch_up() {
         ..LogLimits::default()
     });
     for _ in 0..2 {
-        let (r, e) = n.propose(Payload::Command(vec![1; 10]));
+        let (r, e) = n.propose(Payload::Command(vec![1; 10].into()));
         assert!(r.is_ok());
         durable(&mut n, e);
     }
@@ -941,7 +941,7 @@ fn proposals_wait_for_the_state_machine_to_catch_up() {
     let e = n.on_replicated(1, 2, 3, 0, None);
     durable(&mut n, e);
     assert_eq!(n.commit_index(), 3);
-    let (r, e) = n.propose(Payload::Command(vec![1; 10]));
+    let (r, e) = n.propose(Payload::Command(vec![1; 10].into()));
     assert_eq!(
         r,
         Err(ProposeError::ApplyBehind {
@@ -953,9 +953,9 @@ fn proposals_wait_for_the_state_machine_to_catch_up() {
     assert_eq!(n.log().last_index(), 3);
     // One applied makes room for one more (uncommitted entries count too).
     n.note_applied(1);
-    assert!(n.propose(Payload::Command(vec![1; 10])).0.is_ok());
+    assert!(n.propose(Payload::Command(vec![1; 10].into())).0.is_ok());
     assert!(matches!(
-        n.propose(Payload::Command(vec![1; 10])).0,
+        n.propose(Payload::Command(vec![1; 10].into())).0,
         Err(ProposeError::ApplyBehind { entries: 3, .. })
     ));
     // And by bytes: one large committed value not yet applied fills the budget.
@@ -965,17 +965,17 @@ fn proposals_wait_for_the_state_machine_to_catch_up() {
         max_unapplied_bytes: 1000,
         ..LogLimits::default()
     });
-    let (r, e) = m.propose(Payload::Command(vec![0; 2000]));
+    let (r, e) = m.propose(Payload::Command(vec![0; 2000].into()));
     assert_eq!(r, Ok((2, 1)));
     durable(&mut m, e);
     let e = m.on_replicated(1, 2, 2, 0, None);
     durable(&mut m, e);
     assert!(matches!(
-        m.propose(Payload::Command(vec![0; 1])).0,
+        m.propose(Payload::Command(vec![0; 1].into())).0,
         Err(ProposeError::ApplyBehind { entries: 2, .. })
     ));
     m.note_applied(2);
-    assert!(m.propose(Payload::Command(vec![0; 1])).0.is_ok());
+    assert!(m.propose(Payload::Command(vec![0; 1].into())).0.is_ok());
 }
 
 /// The log tail kept for slow followers is bounded in bytes too: with large values, the
@@ -990,7 +990,7 @@ fn the_log_tail_is_bounded_in_bytes() {
         ..LogLimits::default()
     });
     for _ in 0..20 {
-        let (_, e) = n.propose(Payload::Command(vec![0; 1000]));
+        let (_, e) = n.propose(Payload::Command(vec![0; 1000].into()));
         durable(&mut n, e);
     }
     let last = n.log().last_index();

@@ -217,7 +217,7 @@ mod tests {
         let sized = |index, n: usize| Entry {
             index,
             term: 1,
-            payload: crate::raft::Payload::Command(vec![0; n]),
+            payload: crate::raft::Payload::Command(vec![0; n].into()),
         };
         // Sizes 32 + 100, 32 + 200, ... (approx_size adds 32).
         let mut log = RaftLog::new(0, 0, (1..=5).map(|i| sized(i, i as usize * 100)).collect());

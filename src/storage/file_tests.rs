@@ -11,7 +11,7 @@ fn e(index: LogIndex, term: u64) -> Entry {
     Entry {
         index,
         term,
-        payload: Payload::Command(vec![7; 100]),
+        payload: Payload::Command(vec![7; 100].into()),
     }
 }
 
@@ -256,7 +256,7 @@ fn tagged(index: LogIndex, term: u64, size: usize) -> Entry {
     Entry {
         index,
         term,
-        payload: Payload::Command(data),
+        payload: Payload::Command(data.into()),
     }
 }
 

@@ -672,7 +672,7 @@ impl Consensus {
                     }
                 };
                 self.core.note_applied(self.applied.get());
-                let (accepted, effects) = self.core.propose(Payload::Command(command));
+                let (accepted, effects) = self.core.propose(Payload::Command(command.into()));
                 let result = match &accepted {
                     Ok(_) => "accepted",
                     Err(ProposeError::NotLeader) => "not_leader",
