@@ -19,7 +19,7 @@ pub const MAX_CLIENT_CONNECTIONS: usize = 4096;
 /// Serves the client API until the server is stopped (SIGINT/SIGTERM).
 pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
     let state = GatewayState::new(node.clone(), config.request_timeout());
-    let handover = config.raft_options().election_timeout_max * 2;
+    let handover = config.raft_options().election_timeout_max * 4;
     let https = config.https_config()?;
     let listen = config
         .http_listen
@@ -74,7 +74,7 @@ pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
 }
 
 /// On SIGTERM or SIGINT a leader first hands leadership to its most up-to-date follower
-/// (waiting at most `handover`), so a rolling restart costs no election timeout; then the
+/// (trying again until `handover` is spent), so a rolling restart costs no election timeout; then the
 /// server stops.
 async fn stop_on_signal(
     node: NodeHandle,
@@ -103,16 +103,35 @@ async fn stop_on_signal(
             node.id,
             name
         );
-        let answer = dispatch(&node, ClientRequest::TransferLeader(None), handover).await;
-        match answer {
-            ClientResponse::LeaderIs { leader } => {
-                log::info!("[node {}] node {} leads now; stopping", node.id, leader)
+        // One attempt gives up after an election timeout, for instance when the chosen
+        // follower's disk was slow for a moment; try again while the budget lasts.
+        let deadline = tokio::time::Instant::now() + handover;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer = dispatch(&node, ClientRequest::TransferLeader(None), left).await;
+            match answer {
+                ClientResponse::LeaderIs { leader } => {
+                    log::info!("[node {}] node {} leads now; stopping", node.id, leader);
+                    break;
+                }
+                ClientResponse::Unavailable { leader, .. }
+                    if leader == Some(node.id)
+                        && tokio::time::Instant::now() + handover / 4 < deadline =>
+                {
+                    log::info!(
+                        "[node {}] leadership hand-over did not complete in time; tries again",
+                        node.id
+                    );
+                }
+                other => {
+                    log::info!(
+                        "[node {}] leadership hand-over did not complete ({:?}); stopping anyway",
+                        node.id,
+                        other
+                    );
+                    break;
+                }
             }
-            other => log::info!(
-                "[node {}] leadership hand-over did not complete ({:?}); stopping anyway",
-                node.id,
-                other
-            ),
         }
     } else {
         log::info!("[node {}] {}: stopping", node.id, name);
