@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SECS=${1:-20}
 DIR=${2:-/tmp/raftkv-overload}
-BIN=target/release/raftkv
+BIN=${BIN:-target/release/raftkv}  # BIN=path: another build (A/B runs)
 BENCH=target/release/examples/bench
 NODES=127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003
 
