@@ -44,7 +44,8 @@ compose() {
 build() {
 	command -v cargo >/dev/null || die "cargo not found"
 	echo "deploy: building a statically linked raftkv ($TARGET, +crt-static)"
-	(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
+	# Without debug info: the image strips it anyway, and it is most of the link time.
+	(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_DEBUG=false \
 		cargo build --release --target "$TARGET" --bin raftkv)
 	local ctx
 	ctx=$(mktemp -d)
