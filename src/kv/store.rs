@@ -298,11 +298,14 @@ impl KvStore {
     pub fn dump(&mut self) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
         let txn = self.read_view()?;
         let mut out = BTreeMap::new();
-        for_each_value(&txn, |k, v| {
-            out.insert(k.to_string(), v);
-            Ok(true)
-        })
-        .map_err(|e| self.err("scan", e))?;
+        for_each_value(
+            &txn,
+            |e| self.err("scan", e),
+            |k, v| {
+                out.insert(k.to_string(), v);
+                Ok(true)
+            },
+        )?;
         Ok(out)
     }
 
@@ -568,29 +571,32 @@ fn assemble(
 }
 
 /// Calls `f` with every key and its value, in key order within the small and the large
-/// values, until it returns false.
-fn for_each_value(
+/// values, until it returns false; whether it went through all of them. Store errors
+/// reach the caller through `err`, the same way as `f`'s.
+fn for_each_value<E>(
     txn: &ReadTransaction,
-    mut f: impl FnMut(&str, Vec<u8>) -> Result<bool, String>,
-) -> Result<(), String> {
-    let s = |e: redb::StorageError| e.to_string();
-    let data = txn.open_table(DATA).map_err(|e| e.to_string())?;
-    for item in data.iter().map_err(s)? {
-        let (k, v) = item.map_err(s)?;
+    err: impl Fn(String) -> E,
+    mut f: impl FnMut(&str, Vec<u8>) -> Result<bool, E>,
+) -> Result<bool, E> {
+    let e = |x: &dyn fmt::Display| err(x.to_string());
+    let data = txn.open_table(DATA).map_err(|x| e(&x))?;
+    for item in data.iter().map_err(|x| e(&x))? {
+        let (k, v) = item.map_err(|x| e(&x))?;
         if !f(k.value(), v.value().to_vec())? {
-            return Ok(());
+            return Ok(false);
         }
     }
-    let large = txn.open_table(LARGE).map_err(|e| e.to_string())?;
-    let chunks = txn.open_table(CHUNKS).map_err(|e| e.to_string())?;
-    for item in large.iter().map_err(s)? {
-        let (k, v) = item.map_err(s)?;
+    let large = txn.open_table(LARGE).map_err(|x| e(&x))?;
+    let chunks = txn.open_table(CHUNKS).map_err(|x| e(&x))?;
+    for item in large.iter().map_err(|x| e(&x))? {
+        let (k, v) = item.map_err(|x| e(&x))?;
         let (id, len) = v.value();
-        if !f(k.value(), assemble(&chunks, k.value(), id, len)?)? {
-            return Ok(());
+        let value = assemble(&chunks, k.value(), id, len).map_err(|x| e(&x))?;
+        if !f(k.value(), value)? {
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The data, sessions and session-order tables of a write transaction.
@@ -655,32 +661,20 @@ impl SnapshotReader {
         if let Some((index, m)) = read_membership(&self.txn).map_err(|e| err("membership", &e))? {
             items.push(SnapshotItem::Membership(index, m));
         }
-        let mut stopped: Option<StoreError> = None;
-        let mut wanted = true;
-        for_each_value(&self.txn, |k, v| {
-            size += k.len() + v.len() + 8;
-            items.push(SnapshotItem::Kv(k.to_string(), v));
-            if size >= chunk_bytes {
-                size = 0;
-                match flush(&mut items, &mut held, &mut total) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        wanted = false;
-                        return Ok(false);
-                    }
-                    Err(e) => {
-                        stopped = Some(e);
-                        return Ok(false);
-                    }
+        let all = for_each_value(
+            &self.txn,
+            |e| err("scan", &e),
+            |k, v| {
+                size += k.len() + v.len() + 8;
+                items.push(SnapshotItem::Kv(k.to_string(), v));
+                if size < chunk_bytes {
+                    return Ok(true);
                 }
-            }
-            Ok(true)
-        })
-        .map_err(|e| err("scan", &e))?;
-        if let Some(e) = stopped {
-            return Err(e);
-        }
-        if !wanted {
+                size = 0;
+                flush(&mut items, &mut held, &mut total)
+            },
+        )?;
+        if !all {
             return Ok(total);
         }
         let sessions = self

@@ -30,6 +30,14 @@ fn item(index: LogIndex, cmd: &Command) -> ApplyItem<'_> {
     }
 }
 
+/// `cmds` as consecutive entries from index `first`.
+fn items_from(cmds: &[Command], first: LogIndex) -> Vec<ApplyItem<'_>> {
+    cmds.iter()
+        .enumerate()
+        .map(|(i, c)| item(first + i as u64, c))
+        .collect()
+}
+
 fn mem() -> (MemStoreDisk, StoreDisk) {
     let m = MemStoreDisk::default();
     (m.clone(), StoreDisk::Mem(m))
@@ -208,11 +216,7 @@ fn filled(n: usize) -> (MemStoreDisk, KvStore) {
             )
         })
         .collect();
-    let items: Vec<ApplyItem> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| item(i as u64 + 1, c))
-        .collect();
+    let items = items_from(&cmds, 1);
     kv.apply(&items, true).unwrap();
     (m, kv)
 }
@@ -312,11 +316,7 @@ fn session_expiry_is_the_same_after_a_snapshot_install() {
         at(0, put("a", "2", Some(("old", 2)))),
         at(0, put("b", "2", Some(("new", 2)))),
     ];
-    let items: Vec<ApplyItem> = next
-        .iter()
-        .enumerate()
-        .map(|(i, c)| item(i as u64 + 3, c))
-        .collect();
+    let items = items_from(&next, 3);
     // Nothing expires yet at log time t0 + TTL ("old" is idle exactly the TTL)...
     let on_source = source.apply(&items, false).unwrap();
     let on_target = target.apply(&items, false).unwrap();
@@ -331,11 +331,7 @@ fn session_expiry_is_the_same_after_a_snapshot_install() {
         at(t0 + 2 * SESSION_TTL_MS + 5, put("b", "3", Some(("new", 3)))),
         at(0, put("a", "3", Some(("gone", 4)))),
     ];
-    let items: Vec<ApplyItem> = late
-        .iter()
-        .enumerate()
-        .map(|(i, c)| item(i as u64 + 6, c))
-        .collect();
+    let items = items_from(&late, 6);
     let on_source = source.apply(&items, false).unwrap();
     let on_target = target.apply(&items, false).unwrap();
     assert_eq!(on_source, on_target);
@@ -440,11 +436,7 @@ fn large_values_are_stored_in_pieces_and_read_back_whole() {
         put_bytes("edge", edge.clone()),
         put_bytes("small", pattern(LARGE_VALUE_BYTES, 3)),
     ];
-    let items: Vec<ApplyItem> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| item(i as u64 + 1, c))
-        .collect();
+    let items = items_from(&cmds, 1);
     kv.apply(&items, false).unwrap();
     // Read inside the open transaction and after its commit.
     assert_eq!(kv.get("big").unwrap(), Some(big.clone()));
@@ -461,11 +453,7 @@ fn large_values_are_stored_in_pieces_and_read_back_whole() {
         put_bytes("small", big.clone()),
         delete("edge"),
     ];
-    let items: Vec<ApplyItem> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| item(i as u64 + 4, c))
-        .collect();
+    let items = items_from(&cmds, 4);
     let r = kv.apply(&items, true).unwrap();
     assert_eq!(
         r[2],
@@ -492,11 +480,7 @@ fn large_values_travel_in_snapshots() {
         put_bytes("big", big.clone()),
         put_bytes("key00003", big.clone()),
     ];
-    let items: Vec<ApplyItem> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| item(i as u64 + 21, c))
-        .collect();
+    let items = items_from(&cmds, 21);
     source.apply(&items, true).unwrap();
     let reader = source.snapshot_reader().unwrap();
     let mut chunks = Vec::new();
