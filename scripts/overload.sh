@@ -21,9 +21,34 @@ rm -rf "$DIR" && mkdir -p "$DIR"
 # BENCH_NICE: the scheduling niceness of the 2,000 bulk clients (default 0, the same as the
 # nodes). On a 2-core machine they share the CPUs with the nodes; BENCH_NICE=10 lets the
 # nodes run first, roughly as if the clients were on other hosts.
+# CLIENT_CGROUP=1: the 2,000 bulk clients run in a cgroup of their own, which weighs as much
+# as one thread against the nodes' threads: the closest this machine comes to clients on
+# other hosts. Needs a writable cgroup cpu controller (v1 cpu.shares or v2 cpu.weight).
+group=""
+if [[ ${CLIENT_CGROUP:-0} == 1 ]]; then
+	if [[ -w /sys/fs/cgroup/cpu/cgroup.procs ]]; then
+		group=/sys/fs/cgroup/cpu/raftkv-overload-clients
+		mkdir -p "$group" && echo 1024 >"$group/cpu.shares"
+	elif [[ -w /sys/fs/cgroup/cgroup.subtree_control ]]; then
+		group=/sys/fs/cgroup/raftkv-overload-clients
+		echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+		mkdir -p "$group" && echo 100 >"$group/cpu.weight"
+	else
+		echo "overload.sh: CLIENT_CGROUP=1 needs a writable cgroup cpu controller" >&2
+		exit 1
+	fi
+fi
+# clients CMD...: runs CMD at BENCH_NICE, in the clients' cgroup when there is one.
+clients() {
+	if [[ -n $group ]]; then
+		bash -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' _ "$group" nice -n "${BENCH_NICE:-0}" "$@"
+	else
+		nice -n "${BENCH_NICE:-0}" "$@"
+	fi
+}
 make_cluster_configs "$BIN" "$DIR" "${EXTRA_CONFIG:-}"
 pids=()
-trap 'kill -9 "${pids[@]}" 2>/dev/null; wait 2>/dev/null; drop_data "$DIR"' EXIT
+trap 'kill -9 "${pids[@]}" 2>/dev/null; wait 2>/dev/null; drop_data "$DIR"; [[ -z $group ]] || rmdir "$group" 2>/dev/null || true' EXIT
 for k in 1 2 3; do
 	RUST_LOG=${RUST_LOG:-info} "$BIN" serve --config "$DIR/node$k.toml" >"$DIR/node$k.log" 2>&1 &
 	pids+=($!)
@@ -35,10 +60,10 @@ for _ in $(seq 100); do
 done
 before="$(term 1) $(term 2) $(term 3)"
 ulimit -n 65536 2>/dev/null || true
-nice -n "${BENCH_NICE:-0}" "$BENCH" --json --nodes "$NODES" --connections 1000 --value-bytes 1048576 --keys fresh \
+clients "$BENCH" --json --nodes "$NODES" --connections 1000 --value-bytes 1048576 --keys fresh \
 	--duration "$SECS" --window 5 --key-prefix big- --verify >"$DIR/big.json" 2>"$DIR/big.txt" &
 big=$!
-nice -n "${BENCH_NICE:-0}" "$BENCH" --json --nodes "$NODES" --connections 1000 --value-bytes 100 --keys fresh \
+clients "$BENCH" --json --nodes "$NODES" --connections 1000 --value-bytes 100 --keys fresh \
 	--duration "$SECS" --window 5 --key-prefix small- --verify >"$DIR/small.json" 2>"$DIR/small.txt" &
 small=$!
 # A probe: one more client writing 1 MiB values, at a higher scheduling priority (where
@@ -52,7 +77,7 @@ nice -n "$probe_nice" "$BENCH" --json --nodes "$NODES" --connections 1 --value-b
 probe=$!
 wait "$big" "$small" "$probe"
 after="$(term 1) $(term 2) $(term 3)"
-echo "overload: 2,000 connections for $SECS s (1,000 writing 1 MiB, 1,000 writing 100 B), $(nproc) cores; probe: 1 more writing 1 MiB at nice $probe_nice"
+echo "overload: 2,000 connections for $SECS s (1,000 writing 1 MiB, 1,000 writing 100 B), $(nproc) cores, clients at nice ${BENCH_NICE:-0}${group:+ in cgroup $group}; probe: 1 more writing 1 MiB at nice $probe_nice"
 for k in 1 2 3; do
 	awk -v k="$k" '/VmHWM/ { printf "node %s: peak RSS %d MiB\n", k, $2 / 1024 }' "/proc/${pids[$((k - 1))]}/status"
 done
