@@ -67,9 +67,10 @@ pub struct Config {
     /// page cache holds the file too, so a larger cache mostly holds the same pages twice.
     pub store_cache_mb: Option<u64>,
     /// The store syncs (a durable commit) after this many applied entries, or once a
-    /// second while entries are applied (default 500). Only bounds how much log a restart
+    /// second while entries are applied (default 2000). Only bounds how much log a restart
     /// replays (the Raft log is the write-ahead log), but a sync holds up applying for its
-    /// duration, so small frequent syncs keep tail latency low.
+    /// duration (rare large syncs show in the tail latency) and writes the store's
+    /// allocator state, which grows with the file (frequent syncs cost throughput).
     pub store_sync_entries: Option<u64>,
     /// Log entries kept below what the store holds durably, for followers that lag a
     /// little (a restart, a short partition); a follower further behind gets a snapshot

@@ -48,7 +48,7 @@ impl Default for RaftOptions {
             max_bytes_per_append: 1024 * 1024,
             max_inflight: 8,
             sim_fsync_latency: Duration::from_millis(1),
-            store_sync_entries: 500,
+            store_sync_entries: 2000,
             store_sync_bytes: 16 * 1024 * 1024,
             store_sync_interval: Duration::from_secs(1),
             log_tail_entries: 100_000,
