@@ -86,6 +86,8 @@ fn assert_caught_up(c: &Cluster, id: u64, keys: &[String]) {
     let (leader, _) = c.wait_for_leader(ELECTION_DEADLINE);
     let target = c.status(leader).unwrap().commit_index;
     c.wait_applied(id, target, Duration::from_secs(60));
+    // A put is acknowledged once committed; the leader's store may apply it a moment later.
+    c.wait_applied(leader, target, Duration::from_secs(60));
     for k in keys {
         let want = c.get_stale(leader, k);
         assert_eq!(want.0, 200, "{} missing on the leader", k);

@@ -23,7 +23,7 @@ impl Actor for Consensus {
             let forwards = &act.forwards;
             act.forwarded_transfers
                 .retain(|id, _| forwards.contains_key(id));
-            act.waiters.retain(|_, (_, tx)| !tx.is_closed());
+            act.waiters.retain(|_, w| !w.tx.is_closed());
             act.reads.retain(|_, (_, tx)| !tx.is_closed());
         });
     }

@@ -26,12 +26,14 @@ use super::state_machine::{
     StateMachineRef, StopStateMachine, StoreDurable, Waiter,
 };
 use crate::codec;
-use crate::kv::{ClientRequest, ClientResponse, Command, MemberInfo, ReadConsistency};
+use crate::kv::{
+    ApplyResult, ClientRequest, ClientResponse, Command, KvOp, MemberInfo, ReadConsistency,
+};
 use crate::metrics::Metrics;
 use crate::net::{Inbound, Transport};
 use crate::raft::{
-    ChangeError, Effect, LogIndex, Membership, Message, NodeId, Payload, ProposeError, RaftCore,
-    ReadId, Role, Term,
+    ChangeError, Effect, Entry, LogIndex, Membership, Message, NodeId, Payload, ProposeError,
+    RaftCore, ReadId, Role, Term,
 };
 
 /// How many forwarded request ids the leader remembers for duplicate detection.
@@ -109,8 +111,9 @@ pub struct Consensus {
     seen_forwards: HashSet<(NodeId, u64)>,
     seen_order: VecDeque<(NodeId, u64)>,
     /// Clients waiting for the outcome of this leader's entries that are not yet handed to
-    /// the state machine (they go with the `Apply` that carries their entry).
-    waiters: BTreeMap<LogIndex, (Term, oneshot::Sender<ClientResponse>)>,
+    /// the state machine (they go with the `Apply` that carries their entry, or are
+    /// answered at commit when the outcome is known without applying: see `Proposed`).
+    waiters: BTreeMap<LogIndex, Proposed>,
     applied: AppliedGauge,
     /// Stamps proposals with log time (client sessions expire by it).
     clock: LogClock,
@@ -167,6 +170,50 @@ pub struct GetEvents;
 #[derive(actix::Message)]
 #[rtype(result = "Vec<(NodeId, String)>")]
 pub struct GetMemberAddrs;
+
+/// A client waiting for the entry this leader proposed for it.
+#[derive(Debug)]
+pub struct Proposed {
+    /// The term the entry was proposed in: the entry committed at its index is this
+    /// client's only if it has this term.
+    term: Term,
+    tx: oneshot::Sender<ClientResponse>,
+    /// The outcome, when it does not depend on the state the entry is applied to (a put
+    /// without a session): the client is answered as soon as the entry commits. Whatever
+    /// reads it afterwards with a linearizable read waits until the store has applied it.
+    known: Option<ApplyResult>,
+}
+
+/// Splits the clients of newly committed `entries` into those answered now (their
+/// outcome is known and their entry committed) and those that wait for the state machine.
+fn answer_committed(
+    entries: &[Entry],
+    committed: BTreeMap<LogIndex, Proposed>,
+) -> (
+    Vec<(oneshot::Sender<ClientResponse>, ClientResponse)>,
+    Vec<Waiter>,
+) {
+    let first = entries.first().map_or(0, |e| e.index);
+    let mut answered = Vec::new();
+    let mut waiters = Vec::new();
+    for (index, p) in committed {
+        let ours = index
+            .checked_sub(first)
+            .and_then(|i| entries.get(i as usize))
+            .is_some_and(|e| e.index == index && e.term == p.term);
+        match p.known {
+            Some(result) if ours => {
+                answered.push((p.tx, ClientResponse::Written { index, result }))
+            }
+            _ => waiters.push(Waiter {
+                index,
+                term: p.term,
+                tx: p.tx,
+            }),
+        }
+    }
+    (answered, waiters)
+}
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -536,11 +583,14 @@ impl Consensus {
                         self.proposed_at.pop_front();
                     }
                     let later = self.waiters.split_off(&(last + 1));
-                    let waiters = std::mem::replace(&mut self.waiters, later)
-                        .into_iter()
-                        .map(|(index, (term, tx))| Waiter { index, term, tx })
-                        .collect();
+                    let committed = std::mem::replace(&mut self.waiters, later);
+                    let (answered, waiters) = answer_committed(&entries, committed);
+                    // The entries reach the state machine's mailbox before their clients
+                    // hear of them, so whatever those clients send it next comes after.
                     self.state_machine.do_send(Apply { entries, waiters });
+                    for (tx, response) in answered {
+                        let _ = tx.send(response);
+                    }
                 }
                 Effect::ReadReady { id, read_index } => {
                     if let Some((key, tx)) = self.reads.remove(&id) {
@@ -599,7 +649,7 @@ impl Consensus {
                 waiting.len()
             );
         }
-        for (_, (_, tx)) in waiting {
+        for (_, Proposed { tx, .. }) in waiting {
             let _ = tx.send(ClientResponse::Unknown {
                 reason: "the leader stepped down before the write was known to commit; it may \
                          still be applied (a retry with the same X-Client-Id and X-Request-Seq \
@@ -656,6 +706,12 @@ impl Consensus {
                 self.state_machine.do_send(ReadLocal { key, tx });
             }
             ClientRequest::Write { op, session } if self.core.role() == Role::Leader => {
+                // A put without a session always succeeds once committed: its client is
+                // answered then, without waiting for the store (see `answer_committed`).
+                let known = match (&op, &session) {
+                    (KvOp::Put { .. }, None) => Some(ApplyResult::Put),
+                    _ => None,
+                };
                 let command = Command {
                     op,
                     session,
@@ -686,7 +742,7 @@ impl Consensus {
                 match accepted {
                     Ok((index, term)) => {
                         // Registered before any Apply for this index can be sent.
-                        self.waiters.insert(index, (term, tx));
+                        self.waiters.insert(index, Proposed { term, tx, known });
                         if self.proposed_at.len() < 100_000 {
                             self.proposed_at
                                 .push_back((index, std::time::Instant::now()));
@@ -741,7 +797,14 @@ impl Consensus {
                 let (result, effects) = self.core.propose_change(&change);
                 match result {
                     Ok((index, term)) => {
-                        self.waiters.insert(index, (term, tx));
+                        self.waiters.insert(
+                            index,
+                            Proposed {
+                                term,
+                                tx,
+                                known: None,
+                            },
+                        );
                     }
                     Err(e) => {
                         let _ = tx.send(self.change_refused(e));
@@ -844,5 +907,62 @@ impl Consensus {
             },
             leader: leader.filter(|l| *l != self.id()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: LogIndex, term: Term) -> Entry {
+        Entry {
+            term,
+            index,
+            payload: Payload::Noop,
+        }
+    }
+
+    fn proposed(
+        term: Term,
+        known: Option<ApplyResult>,
+    ) -> (Proposed, oneshot::Receiver<ClientResponse>) {
+        let (tx, rx) = oneshot::channel();
+        (Proposed { term, tx, known }, rx)
+    }
+
+    #[test]
+    fn only_a_known_outcome_of_our_own_committed_entry_is_answered_at_commit() {
+        let entries = vec![entry(5, 2), entry(6, 3), entry(7, 3)];
+        let mut committed = BTreeMap::new();
+        let mut rxs = Vec::new();
+        // 4: before these entries (already handed over): the state machine decides.
+        // 5: another leader's entry took the index: never ours, the state machine says so.
+        // 6: ours, a put without a session: answered now.
+        // 7: ours, but its outcome depends on the state (a delete, or a session).
+        for (index, term, known) in [
+            (4, 2, Some(ApplyResult::Put)),
+            (5, 3, Some(ApplyResult::Put)),
+            (6, 3, Some(ApplyResult::Put)),
+            (7, 3, None),
+        ] {
+            let (p, rx) = proposed(term, known);
+            committed.insert(index, p);
+            rxs.push(rx);
+        }
+        let (answered, waiters) = answer_committed(&entries, committed);
+        assert_eq!(answered.len(), 1);
+        for (tx, response) in answered {
+            let _ = tx.send(response);
+        }
+        let mut rx6 = rxs.remove(2);
+        assert!(matches!(
+            rx6.try_recv(),
+            Ok(ClientResponse::Written {
+                index: 6,
+                result: ApplyResult::Put
+            })
+        ));
+        let left: Vec<(LogIndex, Term)> = waiters.iter().map(|w| (w.index, w.term)).collect();
+        assert_eq!(left, vec![(4, 2), (5, 3), (7, 3)]);
     }
 }
