@@ -74,8 +74,8 @@ pub async fn serve(config: &Config, node: NodeHandle) -> Result<(), String> {
 }
 
 /// On SIGTERM or SIGINT a leader first hands leadership to its most up-to-date follower
-/// (trying again until `handover` is spent), so a rolling restart costs no election timeout; then the
-/// server stops.
+/// (trying again until `handover` is spent), so a rolling restart costs no election
+/// timeout; then the server stops.
 async fn stop_on_signal(
     node: NodeHandle,
     server: actix_web::dev::ServerHandle,

@@ -38,6 +38,18 @@ pub struct Command {
     pub stamp_ms: u64,
 }
 
+impl Command {
+    /// The outcome applying this command has whatever the store holds, when there is one:
+    /// a put without a session always stores its value (see `apply_one`), while a delete
+    /// reports whether the key existed and a session may find a duplicate or be expired.
+    pub fn outcome_known_before_applying(&self) -> Option<ApplyResult> {
+        match (&self.op, &self.session) {
+            (KvOp::Put { .. }, None) => Some(ApplyResult::Put),
+            _ => None,
+        }
+    }
+}
+
 /// The outcome of applying a command, recorded per session so a retry gets the same answer.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ApplyResult {

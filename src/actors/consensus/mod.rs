@@ -26,9 +26,7 @@ use super::state_machine::{
     StateMachineRef, StopStateMachine, StoreDurable, Waiter,
 };
 use crate::codec;
-use crate::kv::{
-    ApplyResult, ClientRequest, ClientResponse, Command, KvOp, MemberInfo, ReadConsistency,
-};
+use crate::kv::{ApplyResult, ClientRequest, ClientResponse, Command, MemberInfo, ReadConsistency};
 use crate::metrics::Metrics;
 use crate::net::{Inbound, Transport};
 use crate::raft::{
@@ -186,6 +184,13 @@ pub struct Proposed {
 
 /// Splits the clients of newly committed `entries` into those answered now (their
 /// outcome is known and their entry committed) and those that wait for the state machine.
+///
+/// Figure 2 has a leader respond "after entry applied to state machine". For a command
+/// whose outcome does not depend on the state (`Command::outcome_known_before_applying`)
+/// answering at commit is the same answer, and no client can tell it was earlier: the
+/// entry is committed (durable on a majority, in every future leader's log), the
+/// StateMachine receives it before the client hears back, and a linearizable read waits
+/// until its read index (at least this commit) is applied. Only a stale read may miss it.
 fn answer_committed(
     entries: &[Entry],
     committed: BTreeMap<LogIndex, Proposed>,
@@ -706,17 +711,13 @@ impl Consensus {
                 self.state_machine.do_send(ReadLocal { key, tx });
             }
             ClientRequest::Write { op, session } if self.core.role() == Role::Leader => {
-                // A put without a session always succeeds once committed: its client is
-                // answered then, without waiting for the store (see `answer_committed`).
-                let known = match (&op, &session) {
-                    (KvOp::Put { .. }, None) => Some(ApplyResult::Put),
-                    _ => None,
-                };
                 let command = Command {
                     op,
                     session,
                     stamp_ms: self.clock.now_ms(),
                 };
+                // Answered at commit when known (see `answer_committed`).
+                let known = command.outcome_known_before_applying();
                 let command = match codec::encode(&command) {
                     Ok(bytes) => bytes,
                     Err(e) => {
