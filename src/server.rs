@@ -104,6 +104,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             self_id: config.id,
             cluster_id: config.cluster_id().to_string(),
             peers: transport.known_peers(),
+            losses: transport.link_losses(),
             secret,
             tls,
         },

@@ -21,6 +21,14 @@ pub trait Transport: Send + Sync + 'static {
     /// The members changed: reach exactly these peers (id, raft address) from now on. A
     /// network that routes by id alone (the simulator's) ignores it.
     fn set_peers(&self, _peers: &[(NodeId, String)]) {}
+
+    /// How many times messages to or from `peer` may have been lost so far: a connection
+    /// with it ended, or messages queued for it were dropped. A request sent to the peer
+    /// and not answered when this has moved may never be answered. (The simulator's
+    /// network says 0: it loses messages on purpose, and its tests wait for timeouts.)
+    fn losses(&self, _peer: NodeId) -> u64 {
+        0
+    }
 }
 
 /// A message that arrived from peer `from`.

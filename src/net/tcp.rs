@@ -34,6 +34,9 @@ const QUEUE_DEPTH: usize = 4096;
 /// ... and bytes: a peer that stops reading (paused, overloaded) must not make this node
 /// hold what it keeps being sent (snapshot chunks are resent). Raft tolerates the loss.
 const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Messages queued for a peer while its connection was down are sent once it is up again
+/// only if they waited less than this (about two heartbeats): older ones are stale.
+const FRESH_ON_RECONNECT: Duration = Duration::from_millis(100);
 /// The whole handshake must complete within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -42,6 +45,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// A peer that answers and then refuses us is misconfigured, not restarting: try less often.
 const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A peer that accepts and closes during the handshake may be misconfigured (it closes
+/// silently on another cluster_id) or only briefly unreachable (a flaky link, a proxy, a
+/// peer that is restarting). Such closes back off like an unreachable peer until they have
+/// gone on this long, and only then as slowly as a refusal: a flaky link is retried soon
+/// after it works again, and a misconfigured peer is not hammered.
+const CLOSED_ESCALATE_AFTER: Duration = Duration::from_secs(3);
 /// A failure that repeats is logged at most this often.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -59,10 +68,38 @@ pub struct TcpTransport {
     pinned: BTreeMap<NodeId, String>,
     /// Mutual TLS for every connection, when configured.
     tls: Option<PeerTls>,
+    /// Per peer: how often messages to or from it may have been lost (shared with the
+    /// listener and the connection tasks).
+    losses: LinkLosses,
 }
 
 /// Node ids allowed to connect; changes with the membership.
 pub type KnownPeers = Arc<RwLock<BTreeSet<NodeId>>>;
+
+/// Bumps a peer's loss count when dropped: however a connection's task ends.
+struct BumpOnDrop(LinkLosses, NodeId);
+
+impl Drop for BumpOnDrop {
+    fn drop(&mut self) {
+        self.0.bump(self.1);
+    }
+}
+
+/// Per peer, a count of the times messages to or from it may have been lost.
+#[derive(Clone, Default)]
+pub struct LinkLosses(Arc<Mutex<HashMap<NodeId, u64>>>);
+
+impl LinkLosses {
+    fn bump(&self, peer: NodeId) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(peer).or_default() += 1;
+    }
+
+    fn get(&self, peer: NodeId) -> u64 {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&peer).copied().unwrap_or(0)
+    }
+}
 
 /// One peer's queue, with the bytes it holds.
 struct PeerQueue {
@@ -96,6 +133,7 @@ impl TcpTransport {
             queues: RwLock::new(BTreeMap::new()),
             known: Arc::default(),
             pinned: peers.iter().cloned().collect(),
+            losses: LinkLosses::default(),
         };
         t.set_peers(peers);
         Arc::new(t)
@@ -104,6 +142,11 @@ impl TcpTransport {
     /// The ids the listener should accept, kept current as members change.
     pub fn known_peers(&self) -> KnownPeers {
         self.known.clone()
+    }
+
+    /// The loss counts, for the listener to bump when a peer's connection ends.
+    pub fn link_losses(&self) -> LinkLosses {
+        self.losses.clone()
     }
 
     fn connect_to(&self, peer: NodeId, addr: &str) -> PeerQueue {
@@ -119,6 +162,7 @@ impl TcpTransport {
                 tls: self.tls.clone(),
             },
             Queued::new(rx, bytes.clone()),
+            self.losses.clone(),
         ));
         PeerQueue {
             addr: addr.to_string(),
@@ -158,13 +202,19 @@ impl Transport for TcpTransport {
                 "peer {} queue holds {} bytes: message dropped",
                 to, QUEUE_BYTES
             );
+            self.losses.bump(to);
             return;
         }
         q.bytes.fetch_add(size, Ordering::Relaxed);
         if q.tx.try_send((Instant::now(), msg)).is_err() {
             q.bytes.fetch_sub(size, Ordering::Relaxed);
             debug!("peer {} queue full or closed: message dropped", to);
+            self.losses.bump(to);
         }
+    }
+
+    fn losses(&self, peer: NodeId) -> u64 {
+        self.losses.get(peer)
     }
 }
 
@@ -192,7 +242,9 @@ pub async fn dial(
         tls,
     };
     caller.connect().await.map_err(|f| match f {
-        ConnectFailure::Unreachable(why) | ConnectFailure::Refused(why) => why,
+        ConnectFailure::Unreachable(why)
+        | ConnectFailure::Closed(why)
+        | ConnectFailure::Refused(why) => why,
     })
 }
 
@@ -210,6 +262,9 @@ struct Caller {
 enum ConnectFailure {
     /// Nobody answered (connection refused, unreachable, name not resolving yet).
     Unreachable(String),
+    /// Someone answered and closed the connection during the handshake, without a word:
+    /// another cluster_id or a wrong secret on its side, or a flaky link or a proxy.
+    Closed(String),
     /// Someone answered and refused us, or could not prove the secret.
     Refused(String),
 }
@@ -240,7 +295,7 @@ impl Caller {
         };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut stream)).await {
             Ok(Ok(())) => Ok(stream),
-            Ok(Err(why)) => Err(ConnectFailure::Refused(why)),
+            Ok(Err(failure)) => Err(failure),
             Err(_) => Err(ConnectFailure::Refused(format!(
                 "no handshake answer within {:?}",
                 HANDSHAKE_TIMEOUT
@@ -248,16 +303,24 @@ impl Caller {
         }
     }
 
-    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(&self, s: &mut S) -> Result<(), String> {
+    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        s: &mut S,
+    ) -> Result<(), ConnectFailure> {
         let hello = Hello::new(&self.cluster_id, self.self_id, self.peer);
-        send_frame(s, &hello).await?;
+        send_frame(s, &hello)
+            .await
+            .map_err(ConnectFailure::Closed)?;
         let closed = |e: FrameError| match e {
-            FrameError::Closed => {
-                "it closed the connection during the handshake (another cluster_id, a wrong \
-                 cluster secret, or not a configured peer? its log says which)"
-                    .to_string()
-            }
-            other => format!("bad handshake answer: {}", other),
+            FrameError::Closed | FrameError::Io(_) => ConnectFailure::Closed(format!(
+                "it closed the connection during the handshake ({}another cluster_id, a \
+                 wrong cluster secret, or not a configured peer? its log says which)",
+                match e {
+                    FrameError::Io(e) => format!("{}; ", e),
+                    _ => String::new(),
+                }
+            )),
+            other => ConnectFailure::Refused(format!("bad handshake answer: {}", other)),
         };
         let welcome: Welcome = read_handshake(s).await.map_err(closed)?;
         if !self.secret.verify(
@@ -267,14 +330,18 @@ impl Caller {
             &welcome.nonce,
             &welcome.proof,
         ) {
-            return Err("it could not prove the cluster secret (a different \
-                        cluster_secret_file, or not our peer)"
-                .into());
+            return Err(ConnectFailure::Refused(
+                "it could not prove the cluster secret (a different cluster_secret_file, \
+                 or not our peer)"
+                    .into(),
+            ));
         }
         let proof = self
             .secret
             .proof(Side::Caller, &hello, self.peer, &welcome.nonce);
-        send_frame(s, &Proof { proof }).await?;
+        send_frame(s, &Proof { proof })
+            .await
+            .map_err(ConnectFailure::Closed)?;
         let _: Accepted = read_handshake(s).await.map_err(closed)?;
         Ok(())
     }
@@ -329,6 +396,22 @@ impl Queued {
         Some(self.took(at, m))
     }
 
+    /// Drops what has waited longer than `max_age` and returns the first message that has
+    /// not (the queue is oldest first, so everything behind it is fresh too), and whether
+    /// anything was dropped.
+    fn skip_older_than(&mut self, max_age: Duration) -> (Option<Message>, bool) {
+        let mut dropped = false;
+        while let Ok((at, m)) = self.rx.try_recv() {
+            if at.elapsed() < max_age {
+                return (Some(self.took(at, m)), dropped);
+            }
+            // Dropped, not sent: it does not count as a wait in the queue.
+            self.bytes.fetch_sub(m.approx_size(), Ordering::Relaxed);
+            dropped = true;
+        }
+        (None, dropped)
+    }
+
     /// Warns (once per interval) when messages to `peer` waited long in the queue: the
     /// connection or the peer is slower than what is sent to it.
     fn report_waits(&mut self, self_id: NodeId, peer: NodeId) {
@@ -354,19 +437,27 @@ impl Queued {
     }
 }
 
-async fn outbound(caller: Caller, mut rx: Queued) {
+async fn outbound(caller: Caller, mut rx: Queued, losses: LinkLosses) {
     let (self_id, peer) = (caller.self_id, caller.peer);
     let mut backoff = BACKOFF_MIN;
     let mut failures = LogEvery::new(LOG_INTERVAL);
     let mut failing = false;
     let mut last_refused: Option<bool> = None;
+    // When the current run of failed attempts began.
+    let mut failing_since: Option<Instant> = None;
     loop {
         let stream = match caller.connect().await {
             Ok(s) => s,
             Err(failure) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
                 let (why, cap, refused) = match failure {
                     ConnectFailure::Unreachable(why) => (why, BACKOFF_MAX, false),
-                    ConnectFailure::Refused(why) => (why, REFUSED_BACKOFF_MAX, true),
+                    ConnectFailure::Closed(why) if since.elapsed() < CLOSED_ESCALATE_AFTER => {
+                        (why, BACKOFF_MAX, true)
+                    }
+                    ConnectFailure::Closed(why) | ConnectFailure::Refused(why) => {
+                        (why, REFUSED_BACKOFF_MAX, true)
+                    }
                 };
                 // A new kind of failure (the peer came up but refuses us) is news: say it
                 // now, not at the end of the interval.
@@ -403,11 +494,17 @@ async fn outbound(caller: Caller, mut rx: Queued) {
             if failing { " (recovered)" } else { "" }
         );
         failing = false;
+        failing_since = None;
         failures.reset();
         last_refused = None;
         backoff = BACKOFF_MIN;
-        // What queued up while disconnected is stale; Raft resends what matters.
-        while rx.try_recv().is_some() {}
+        // What queued up long before the connection is stale: Raft resends what matters.
+        // What was queued just now, such as a vote request sent during a brief cut, still
+        // counts, and goes first.
+        let (mut first, dropped) = rx.skip_older_than(FRESH_ON_RECONNECT);
+        if dropped {
+            losses.bump(peer);
+        }
         let (mut rd, wr) = tokio::io::split(stream);
         // The peer never writes after the handshake; a read returning means it closed (for
         // example it restarted), so reconnect before the next message is lost into it.
@@ -422,11 +519,15 @@ async fn outbound(caller: Caller, mut rx: Queued) {
         let mut w = BufWriter::with_capacity(256 * 1024, wr);
         let mut buf = Vec::new();
         loop {
-            let msg = tokio::select! {
-                msg = rx.recv() => msg,
-                _ = &mut closed => {
-                    info!("[node {}] connection to peer {} closed by the peer", self_id, peer);
-                    break;
+            let msg = if let Some(m) = first.take() {
+                Some(m)
+            } else {
+                tokio::select! {
+                    msg = rx.recv() => msg,
+                    _ = &mut closed => {
+                        info!("[node {}] connection to peer {} closed by the peer", self_id, peer);
+                        break;
+                    }
                 }
             };
             let Some(msg) = msg else {
@@ -457,6 +558,8 @@ async fn outbound(caller: Caller, mut rx: Queued) {
                 break;
             }
         }
+        // What was in flight on that connection may be lost.
+        losses.bump(peer);
     }
 }
 
@@ -466,6 +569,8 @@ pub struct Listener {
     pub self_id: NodeId,
     pub cluster_id: String,
     pub peers: KnownPeers,
+    /// Bumped for a peer when a connection from it ends (what it sent may be lost).
+    pub losses: LinkLosses,
     pub secret: ClusterSecret,
     /// Mutual TLS: a connection that does not present a certificate of the cluster's CA
     /// is closed before anything else is read.
@@ -706,6 +811,7 @@ async fn inbound(
         me.self_id, from, remote
     );
     let budget = budgets.of(from);
+    let _lost_on_close = BumpOnDrop(me.losses.clone(), from);
     loop {
         match read_message_within(&mut r, &budget).await {
             // Backpressure: the next frame is read only once this one is handled, so a peer

@@ -17,9 +17,12 @@ impl Actor for Consensus {
             self.core.voted_for()
         );
         self.run(vec![Effect::ResetElectionTimer], ctx);
+        ctx.run_interval(self.options.heartbeat_interval, |act, _| {
+            act.answer_lost_forwards()
+        });
         // Forwarded requests whose caller gave up are forgotten.
         ctx.run_interval(Duration::from_secs(1), |act, _| {
-            act.forwards.retain(|_, (_, tx)| !tx.is_closed());
+            act.forwards.retain(|_, f| !f.tx.is_closed());
             let forwards = &act.forwards;
             act.forwarded_transfers
                 .retain(|id, _| forwards.contains_key(id));
@@ -84,13 +87,9 @@ impl Handler<Inbound> for Consensus {
                     }
                 });
                 // Only the node the request went to may answer it.
-                if self
-                    .forwards
-                    .get(&req_id)
-                    .is_some_and(|(to, _)| *to == from)
-                {
+                if self.forwards.get(&req_id).is_some_and(|f| f.to == from) {
                     self.forwarded_transfers.remove(&req_id);
-                    if let Some((_, tx)) = self.forwards.remove(&req_id) {
+                    if let Some(Forwarded { tx, .. }) = self.forwards.remove(&req_id) {
                         let _ = tx.send(response);
                     }
                 }

@@ -84,6 +84,15 @@ pub struct GetStatus;
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// A request forwarded to the leader, waiting for its answer.
+struct Forwarded {
+    /// The leader it went to.
+    to: NodeId,
+    /// The transport's loss count for that leader when it was sent.
+    losses: u64,
+    tx: oneshot::Sender<ClientResponse>,
+}
+
 pub struct Consensus {
     core: RaftCore,
     options: RaftOptions,
@@ -98,8 +107,8 @@ pub struct Consensus {
     /// Ids of forwarded requests start at a per-boot random value, so a reply meant for a
     /// previous incarnation of this node can never answer a new request.
     next_forward_id: u64,
-    /// Forwarded requests: id -> (the leader it went to, the waiting caller).
-    forwards: HashMap<u64, (NodeId, oneshot::Sender<ClientResponse>)>,
+    /// Forwarded requests by id.
+    forwards: HashMap<u64, Forwarded>,
     /// The leader as of the last event, to notice changes.
     known_leader: Option<NodeId>,
     /// Forwarded leadership transfers: request id -> the target asked for. A change of
@@ -481,7 +490,7 @@ impl Consensus {
         let stale: Vec<u64> = self
             .forwards
             .iter()
-            .filter(|(_, (to, _))| Some(*to) != leader)
+            .filter(|(_, f)| Some(f.to) != leader)
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
@@ -491,7 +500,7 @@ impl Consensus {
                     continue;
                 };
                 self.forwarded_transfers.remove(&id);
-                if let Some((_, tx)) = self.forwards.remove(&id) {
+                if let Some(Forwarded { tx, .. }) = self.forwards.remove(&id) {
                     let _ = tx.send(match target {
                         Some(t) if t != new => ClientResponse::Unknown {
                             reason: format!("node {} became leader instead of node {}", new, t),
@@ -502,13 +511,49 @@ impl Consensus {
                 }
                 continue;
             }
-            if let Some((to, tx)) = self.forwards.remove(&id) {
+            if let Some(Forwarded { to, tx, .. }) = self.forwards.remove(&id) {
                 let _ = tx.send(ClientResponse::Unknown {
                     reason: format!(
                         "leader node {} lost its role while handling the request",
                         to
                     ),
                     leader,
+                });
+            }
+        }
+    }
+
+    /// Forwarded requests whose request or answer may have been lost on the way (the
+    /// connection to or from their leader broke, or messages for it were dropped) are
+    /// answered now: outcome unknown. Without this they would wait for the client to give
+    /// up, however soon the link came back.
+    fn answer_lost_forwards(&mut self) {
+        let transport = &self.transport;
+        let lost: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(id, f)| {
+                !self.forwarded_transfers.contains_key(id) && transport.losses(f.to) != f.losses
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(Forwarded { to, tx, .. }) = self.forwards.remove(&id) {
+                debug!(
+                    "[node {} term {}] forwarded request {}: the link to leader {} broke",
+                    self.id(),
+                    self.core.current_term(),
+                    id,
+                    to
+                );
+                let _ = tx.send(ClientResponse::Unknown {
+                    reason: format!(
+                        "the connection to leader node {} broke while it had the request; it may \
+                         still be applied (a retry with the same X-Client-Id and X-Request-Seq \
+                         is applied at most once)",
+                        to
+                    ),
+                    leader: Some(to),
                 });
             }
         }
@@ -866,7 +911,15 @@ impl Consensus {
                     };
                     let req_id = self.next_forward_id;
                     self.next_forward_id = self.next_forward_id.wrapping_add(1);
-                    self.forwards.insert(req_id, (leader, tx));
+                    let losses = self.transport.losses(leader);
+                    self.forwards.insert(
+                        req_id,
+                        Forwarded {
+                            to: leader,
+                            losses,
+                            tx,
+                        },
+                    );
                     if let Some(target) = transfer {
                         self.forwarded_transfers.insert(req_id, target);
                     }
