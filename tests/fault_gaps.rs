@@ -114,20 +114,14 @@ fn longest_gap(acked: &[(Instant, String)], from: Instant, to: Instant) -> (Dura
     longest
 }
 
-fn leader_of(c: &Cluster) -> u64 {
-    c.wait_for_leader(Duration::from_secs(10)).0
-}
-
-#[test]
-fn writes_resume_within_two_election_timeouts_under_each_network_fault() {
-    let seed = std::env::var("RAFTKV_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(11u64);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut c = Cluster::prepare("fault-gaps", ClusterOptions::defaults(3));
+/// A cluster whose every directed peer link runs through a fault proxy, launched.
+fn proxied_cluster(
+    name: &str,
+    opts: ClusterOptions,
+) -> (Cluster, BTreeMap<(u64, u64), FaultProxy>) {
+    let mut c = Cluster::prepare(name, opts);
     let ids = c.ids();
-    let mut proxies: BTreeMap<(u64, u64), FaultProxy> = BTreeMap::new();
+    let mut proxies = BTreeMap::new();
     for &from in &ids {
         for &to in &ids {
             if from != to {
@@ -140,6 +134,22 @@ fn writes_resume_within_two_election_timeouts_under_each_network_fault() {
         }
     }
     c.launch();
+    (c, proxies)
+}
+
+fn leader_of(c: &Cluster) -> u64 {
+    c.wait_for_leader(Duration::from_secs(10)).0
+}
+
+#[test]
+fn writes_resume_within_two_election_timeouts_under_each_network_fault() {
+    let seed = std::env::var("RAFTKV_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11u64);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (c, proxies) = proxied_cluster("fault-gaps", ClusterOptions::defaults(3));
+    let ids = c.ids();
     leader_of(&c);
 
     let w = Arc::new(Writer {
@@ -291,24 +301,10 @@ fn writes_resume_within_two_election_timeouts_under_each_network_fault() {
 /// request times out (8 s here) or the client gives up.
 #[test]
 fn a_forward_lost_with_its_link_is_answered_at_once() {
-    let mut c = Cluster::prepare(
+    let (c, proxies) = proxied_cluster(
         "lost-forward",
         ClusterOptions::fast(3).request_timeout_ms(8000),
     );
-    let ids = c.ids();
-    let mut proxies: BTreeMap<(u64, u64), FaultProxy> = BTreeMap::new();
-    for &from in &ids {
-        for &to in &ids {
-            if from != to {
-                let target = c.raft_addr(to).parse().expect("raft addr");
-                let proxy = FaultProxy::start("127.0.0.1:0".parse().expect("addr"), target)
-                    .expect("start proxy");
-                c.route_peer(from, to, proxy.listen_addr().to_string());
-                proxies.insert((from, to), proxy);
-            }
-        }
-    }
-    c.launch();
     let (leader, _) = c.wait_for_leader(Duration::from_secs(10));
     let follower = c.followers_of(leader)[0];
     c.put_acked(follower, "before", b"ok");

@@ -1060,3 +1060,71 @@ fn entries_compacted_from_memory_are_served_from_disk() {
         LogSlice::OnDisk { .. }
     ));
 }
+
+// ----- §5.1: RPCs are retried -----
+
+#[test]
+fn lost_vote_requests_are_asked_again_on_the_tick_and_a_granted_vote_is_granted_again() {
+    let mut n = node(1, 0, vec![]);
+    // Pre-vote: node 2's answer is lost; the tick asks nodes 2 and 3 again, for the same term.
+    let e = n.on_election_timeout();
+    durable(&mut n, e);
+    let again = sent(&tick(&mut n));
+    let asked: Vec<NodeId> = again
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::PreVote { term: 1, .. }))
+        .map(|(to, _)| *to)
+        .collect();
+    assert_eq!(asked, vec![2, 3]);
+    assert_eq!(n.current_term(), 0, "asking again changes no term");
+    // Node 2 grants: the election starts. Its vote answer is lost too.
+    let e = n.on_message(
+        2,
+        Message::PreVoteResponse {
+            term: 1,
+            vote_granted: true,
+        },
+    );
+    durable(&mut n, e);
+    assert_eq!((n.role(), n.current_term()), (Role::Candidate, 1));
+    let again = sent(&tick(&mut n));
+    assert_eq!(
+        again
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::RequestVote { term: 1, .. }))
+            .count(),
+        2,
+        "a candidate asks again every voter that has not granted"
+    );
+    // A voter that granted this candidate grants the repeated request again: votedFor is
+    // the candidate (Figure 2, RequestVote rule 2), and nothing new must be persisted.
+    let mut voter = node(2, 0, vec![]);
+    let e = voter.on_message(1, vote_req(1, 1, 0, 0));
+    assert_eq!(granted(&durable(&mut voter, e)), Some(true));
+    let e = voter.on_message(1, vote_req(1, 1, 0, 0));
+    assert_eq!(granted(&durable(&mut voter, e)), Some(true));
+    // Node 3 grants: leader. The tick then asks nobody for anything.
+    let e = n.on_message(
+        3,
+        Message::RequestVoteResponse {
+            term: 1,
+            vote_granted: true,
+        },
+    );
+    durable(&mut n, e);
+    assert_eq!(n.role(), Role::Leader);
+    let after = sent(&tick(&mut n));
+    assert!(
+        !after
+            .iter()
+            .any(|(_, m)| matches!(m, Message::RequestVote { .. } | Message::PreVote { .. })),
+        "a leader asks for no votes: {:?}",
+        after
+    );
+}
+
+/// A heartbeat tick, its persists completed.
+fn tick(n: &mut RaftCore) -> Vec<Effect> {
+    let e = n.on_tick();
+    durable(n, e)
+}

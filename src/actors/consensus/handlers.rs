@@ -17,8 +17,10 @@ impl Actor for Consensus {
             self.core.voted_for()
         );
         self.run(vec![Effect::ResetElectionTimer], ctx);
-        ctx.run_interval(self.options.heartbeat_interval, |act, _| {
-            act.answer_lost_forwards()
+        ctx.run_interval(self.options.heartbeat_interval, |act, ctx| {
+            act.answer_lost_forwards();
+            let effects = act.core.on_tick();
+            act.run(effects, ctx);
         });
         // Forwarded requests whose caller gave up are forgotten.
         ctx.run_interval(Duration::from_secs(1), |act, _| {

@@ -27,7 +27,11 @@ impl RaftCore {
             self.log.last_index(),
             self.log.last_term()
         );
-        for peer in voters {
+        self.ask_pre_votes(voters);
+    }
+
+    fn ask_pre_votes(&mut self, peers: Vec<NodeId>) {
+        for peer in peers {
             self.send(
                 peer,
                 Message::PreVote {
@@ -37,6 +41,60 @@ impl RaftCore {
                     last_log_term: self.log.last_term(),
                 },
             );
+        }
+    }
+
+    fn ask_votes(&mut self, peers: Vec<NodeId>) {
+        for peer in peers {
+            self.send(
+                peer,
+                Message::RequestVote {
+                    term: self.current_term,
+                    candidate_id: self.id,
+                    last_log_index: self.log.last_index(),
+                    last_log_term: self.log.last_term(),
+                },
+            );
+        }
+    }
+
+    /// "Servers retry RPCs if they do not receive a response in a timely manner" (§5.1):
+    /// on each heartbeat tick of a pre-vote or an election, the voters that have not
+    /// granted are asked again. A lost request or answer then costs a tick, not a whole
+    /// randomized timeout. Both requests are idempotent: a pre-vote changes nothing, and a
+    /// voter that granted this candidate its vote in this term grants it again.
+    pub(super) fn retry_vote_requests(&mut self) {
+        if self.role == Role::Leader {
+            return;
+        }
+        if let Some(granted) = &self.prevotes {
+            let missing: Vec<NodeId> = self
+                .membership()
+                .other_voters(self.id)
+                .into_iter()
+                .filter(|v| !granted.contains(v))
+                .collect();
+            if !missing.is_empty() {
+                debug!(
+                    "[node {} term {}] asks {:?} again for pre-votes",
+                    self.id, self.current_term, missing
+                );
+                self.ask_pre_votes(missing);
+            }
+        } else if self.role == Role::Candidate {
+            let missing: Vec<NodeId> = self
+                .membership()
+                .other_voters(self.id)
+                .into_iter()
+                .filter(|v| !self.votes.contains(v))
+                .collect();
+            if !missing.is_empty() {
+                debug!(
+                    "[node {} term {}] asks {:?} again for votes",
+                    self.id, self.current_term, missing
+                );
+                self.ask_votes(missing);
+            }
         }
     }
 
@@ -150,17 +208,7 @@ impl RaftCore {
             self.become_leader();
             return;
         }
-        for peer in voters {
-            self.send(
-                peer,
-                Message::RequestVote {
-                    term: self.current_term,
-                    candidate_id: self.id,
-                    last_log_index: self.log.last_index(),
-                    last_log_term: self.log.last_term(),
-                },
-            );
-        }
+        self.ask_votes(voters);
     }
 
     pub(super) fn handle_request_vote(

@@ -477,6 +477,13 @@ impl RaftCore {
         self.finish()
     }
 
+    /// A heartbeat interval passed: a pre-vote or an election in progress asks again the
+    /// voters that have not granted (§5.1, RPCs are retried).
+    pub fn on_tick(&mut self) -> Vec<Effect> {
+        self.retry_vote_requests();
+        self.finish()
+    }
+
     /// A message from peer `from`.
     pub fn on_message(&mut self, from: NodeId, msg: Message) -> Vec<Effect> {
         if !self.accepts_from(from, &msg) {
