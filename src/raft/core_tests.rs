@@ -1064,7 +1064,7 @@ fn entries_compacted_from_memory_are_served_from_disk() {
 // ----- §5.1: RPCs are retried -----
 
 #[test]
-fn lost_vote_requests_are_asked_again_on_the_tick_and_a_granted_vote_is_granted_again() {
+fn unanswered_vote_requests_are_asked_again_on_the_tick() {
     let mut n = node(1, 0, vec![]);
     // Pre-vote: node 2's answer is lost; the tick asks nodes 2 and 3 again, for the same term.
     let e = n.on_election_timeout();
@@ -1077,6 +1077,22 @@ fn lost_vote_requests_are_asked_again_on_the_tick_and_a_granted_vote_is_granted_
         .collect();
     assert_eq!(asked, vec![2, 3]);
     assert_eq!(n.current_term(), 0, "asking again changes no term");
+    // A pre-vote refusal may be temporary (the voter still follows a leader it has not
+    // yet found silent): node 3 refuses and is asked again all the same.
+    let e = n.on_message(
+        3,
+        Message::PreVoteResponse {
+            term: 0,
+            vote_granted: false,
+        },
+    );
+    durable(&mut n, e);
+    let asked: Vec<NodeId> = sent(&tick(&mut n))
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::PreVote { term: 1, .. }))
+        .map(|(to, _)| *to)
+        .collect();
+    assert_eq!(asked, vec![2, 3]);
     // Node 2 grants: the election starts. Its vote answer is lost too.
     let e = n.on_message(
         2,
@@ -1103,9 +1119,25 @@ fn lost_vote_requests_are_asked_again_on_the_tick_and_a_granted_vote_is_granted_
     assert_eq!(granted(&durable(&mut voter, e)), Some(true));
     let e = voter.on_message(1, vote_req(1, 1, 0, 0));
     assert_eq!(granted(&durable(&mut voter, e)), Some(true));
-    // Node 3 grants: leader. The tick then asks nobody for anything.
+    // Node 3 refuses: a refusal in this term is final, so only node 2 is asked again
+    // (a split vote must wait for the randomized timeout).
     let e = n.on_message(
         3,
+        Message::RequestVoteResponse {
+            term: 1,
+            vote_granted: false,
+        },
+    );
+    durable(&mut n, e);
+    let asked: Vec<NodeId> = sent(&tick(&mut n))
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::RequestVote { term: 1, .. }))
+        .map(|(to, _)| *to)
+        .collect();
+    assert_eq!(asked, vec![2]);
+    // Node 2 grants: leader. The tick then asks nobody for anything.
+    let e = n.on_message(
+        2,
         Message::RequestVoteResponse {
             term: 1,
             vote_granted: true,

@@ -59,42 +59,38 @@ impl RaftCore {
     }
 
     /// "Servers retry RPCs if they do not receive a response in a timely manner" (§5.1):
-    /// on each heartbeat tick of a pre-vote or an election, the voters that have not
-    /// granted are asked again. A lost request or answer then costs a tick, not a whole
-    /// randomized timeout. Both requests are idempotent: a pre-vote changes nothing, and a
-    /// voter that granted this candidate its vote in this term grants it again.
+    /// on each heartbeat tick of a pre-vote or an election, voters are asked again. A
+    /// pre-vote asks every voter that has not granted: a refusal may be temporary (the
+    /// voter still follows a leader it has not yet found silent), and asking changes
+    /// nothing. An election asks only the voters that have not answered: a refusal in the
+    /// same term is final (it voted for another, or our log is behind), so a split vote
+    /// waits for the randomized timeout, as it must. A voter that granted us its vote in
+    /// this term grants it again (RequestVote rule 2).
     pub(super) fn retry_vote_requests(&mut self) {
         if self.role == Role::Leader {
             return;
         }
-        if let Some(granted) = &self.prevotes {
-            let missing: Vec<NodeId> = self
-                .membership()
-                .other_voters(self.id)
-                .into_iter()
-                .filter(|v| !granted.contains(v))
-                .collect();
-            if !missing.is_empty() {
-                debug!(
-                    "[node {} term {}] asks {:?} again for pre-votes",
-                    self.id, self.current_term, missing
-                );
-                self.ask_pre_votes(missing);
-            }
+        let voters = self.membership().other_voters(self.id);
+        let (missing, what): (Vec<NodeId>, &str) = if let Some(granted) = &self.prevotes {
+            let missing = voters.into_iter().filter(|v| !granted.contains(v));
+            (missing.collect(), "pre-votes")
         } else if self.role == Role::Candidate {
-            let missing: Vec<NodeId> = self
-                .membership()
-                .other_voters(self.id)
-                .into_iter()
-                .filter(|v| !self.votes.contains(v))
-                .collect();
-            if !missing.is_empty() {
-                debug!(
-                    "[node {} term {}] asks {:?} again for votes",
-                    self.id, self.current_term, missing
-                );
-                self.ask_votes(missing);
-            }
+            let missing = voters.into_iter().filter(|v| !self.answered.contains(v));
+            (missing.collect(), "votes")
+        } else {
+            return;
+        };
+        if missing.is_empty() {
+            return;
+        }
+        debug!(
+            "[node {} term {}] asks {:?} again for {}",
+            self.id, self.current_term, missing, what
+        );
+        if self.prevotes.is_some() {
+            self.ask_pre_votes(missing);
+        } else {
+            self.ask_votes(missing);
         }
     }
 
@@ -193,6 +189,7 @@ impl RaftCore {
         self.voted_for = Some(self.id);
         self.votes.clear();
         self.votes.insert(self.id);
+        self.answered.clear();
         self.persist_hard_state();
         self.effects.push(Effect::ResetElectionTimer);
         let voters = self.membership().other_voters(self.id);
@@ -284,6 +281,7 @@ impl RaftCore {
         if self.role != Role::Candidate || term != self.current_term {
             return;
         }
+        self.answered.insert(from);
         if !granted {
             debug!(
                 "[node {} term {}] vote denied by node {}",

@@ -285,6 +285,9 @@ pub struct RaftCore {
     votes: BTreeSet<NodeId>,
     /// Pre-votes gathered for term `current_term + 1`; `Some` while pre-campaigning.
     prevotes: Option<BTreeSet<NodeId>>,
+    /// Voters that answered this candidate's RequestVote, either way: the others are asked
+    /// again on the next tick (`retry_vote_requests`).
+    answered: BTreeSet<NodeId>,
     // Leader state (Figure 2, "volatile state on leaders"; next_index lives in Replicators).
     peer_match: BTreeMap<NodeId, LogIndex>,
     recent_active: BTreeSet<NodeId>,
@@ -367,6 +370,7 @@ impl RaftCore {
             applied: snapshot_index,
             votes: BTreeSet::new(),
             prevotes: None,
+            answered: BTreeSet::new(),
             peer_match: BTreeMap::new(),
             recent_active: BTreeSet::new(),
             noop_index: 0,
