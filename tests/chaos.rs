@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster::{wait_for, Cluster, ClusterOptions};
-use fault_proxy::{FaultProxy, LinkMode};
+use fault_proxy::{proxy_every_link, LinkMode};
 use linearizability::{check, CheckResult, Op, Operation, Outcome};
 use raftkv::client::{encode_key, http_request};
 use rand::rngs::StdRng;
@@ -108,18 +108,13 @@ fn linearizable_and_convergent_under_process_and_network_faults() {
     let opts = ClusterOptions::fast(3).request_timeout_ms(1500);
     let mut c = Cluster::prepare("chaos", opts);
     let ids = c.ids();
-    let mut proxies: BTreeMap<(u64, u64), FaultProxy> = BTreeMap::new();
-    for &from in &ids {
-        for &to in &ids {
-            if from == to {
-                continue;
-            }
-            let target = c.raft_addr(to).parse().expect("raft addr");
-            let proxy = FaultProxy::start("127.0.0.1:0".parse().expect("addr"), target)
-                .expect("start proxy");
-            c.route_peer(from, to, proxy.listen_addr().to_string());
-            proxies.insert((from, to), proxy);
-        }
+    let nodes: Vec<(u64, std::net::SocketAddr)> = ids
+        .iter()
+        .map(|&id| (id, c.raft_addr(id).parse().expect("raft addr")))
+        .collect();
+    let proxies = proxy_every_link(&nodes);
+    for (&(from, to), proxy) in &proxies {
+        c.route_peer(from, to, proxy.listen_addr().to_string());
     }
     c.launch();
     c.wait_for_leader(Duration::from_secs(10));

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster::{Cluster, ClusterOptions};
-use fault_proxy::{FaultProxy, LinkMode};
+use fault_proxy::{proxy_every_link, FaultProxy, LinkMode};
 use raftkv::client::http_request;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -120,18 +120,14 @@ fn proxied_cluster(
     opts: ClusterOptions,
 ) -> (Cluster, BTreeMap<(u64, u64), FaultProxy>) {
     let mut c = Cluster::prepare(name, opts);
-    let ids = c.ids();
-    let mut proxies = BTreeMap::new();
-    for &from in &ids {
-        for &to in &ids {
-            if from != to {
-                let target = c.raft_addr(to).parse().expect("raft addr");
-                let proxy = FaultProxy::start("127.0.0.1:0".parse().expect("addr"), target)
-                    .expect("start proxy");
-                c.route_peer(from, to, proxy.listen_addr().to_string());
-                proxies.insert((from, to), proxy);
-            }
-        }
+    let nodes: Vec<(u64, std::net::SocketAddr)> = c
+        .ids()
+        .iter()
+        .map(|&id| (id, c.raft_addr(id).parse().expect("raft addr")))
+        .collect();
+    let proxies = proxy_every_link(&nodes);
+    for (&(from, to), proxy) in &proxies {
+        c.route_peer(from, to, proxy.listen_addr().to_string());
     }
     c.launch();
     (c, proxies)

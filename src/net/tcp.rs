@@ -441,9 +441,8 @@ async fn outbound(caller: Caller, mut rx: Queued, losses: LinkLosses) {
     let (self_id, peer) = (caller.self_id, caller.peer);
     let mut backoff = BACKOFF_MIN;
     let mut failures = LogEvery::new(LOG_INTERVAL);
-    let mut failing = false;
     let mut last_refused: Option<bool> = None;
-    // When the current run of failed attempts began.
+    // When the current run of failed attempts began (None: the last attempt succeeded).
     let mut failing_since: Option<Instant> = None;
     loop {
         let stream = match caller.connect().await {
@@ -476,7 +475,6 @@ async fn outbound(caller: Caller, mut rx: Queued, losses: LinkLosses) {
                         self_id, peer, caller.addr, why, again
                     );
                 }
-                failing = true;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(cap);
                 if rx.is_closed() {
@@ -491,9 +489,12 @@ async fn outbound(caller: Caller, mut rx: Queued, losses: LinkLosses) {
             self_id,
             peer,
             caller.addr,
-            if failing { " (recovered)" } else { "" }
+            if failing_since.is_some() {
+                " (recovered)"
+            } else {
+                ""
+            }
         );
-        failing = false;
         failing_since = None;
         failures.reset();
         last_refused = None;

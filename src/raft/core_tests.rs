@@ -1069,12 +1069,7 @@ fn unanswered_vote_requests_are_asked_again_on_the_tick() {
     // Pre-vote: node 2's answer is lost; the tick asks nodes 2 and 3 again, for the same term.
     let e = n.on_election_timeout();
     durable(&mut n, e);
-    let again = sent(&tick(&mut n));
-    let asked: Vec<NodeId> = again
-        .iter()
-        .filter(|(_, m)| matches!(m, Message::PreVote { term: 1, .. }))
-        .map(|(to, _)| *to)
-        .collect();
+    let asked = asked_on_tick(&mut n, Ask::PreVotes);
     assert_eq!(asked, vec![2, 3]);
     assert_eq!(n.current_term(), 0, "asking again changes no term");
     // A pre-vote refusal may be temporary (the voter still follows a leader it has not
@@ -1087,11 +1082,7 @@ fn unanswered_vote_requests_are_asked_again_on_the_tick() {
         },
     );
     durable(&mut n, e);
-    let asked: Vec<NodeId> = sent(&tick(&mut n))
-        .iter()
-        .filter(|(_, m)| matches!(m, Message::PreVote { term: 1, .. }))
-        .map(|(to, _)| *to)
-        .collect();
+    let asked = asked_on_tick(&mut n, Ask::PreVotes);
     assert_eq!(asked, vec![2, 3]);
     // Node 2 grants: the election starts. Its vote answer is lost too.
     let e = n.on_message(
@@ -1103,17 +1094,13 @@ fn unanswered_vote_requests_are_asked_again_on_the_tick() {
     );
     durable(&mut n, e);
     assert_eq!((n.role(), n.current_term()), (Role::Candidate, 1));
-    let again = sent(&tick(&mut n));
     assert_eq!(
-        again
-            .iter()
-            .filter(|(_, m)| matches!(m, Message::RequestVote { term: 1, .. }))
-            .count(),
-        2,
-        "a candidate asks again every voter that has not granted"
+        asked_on_tick(&mut n, Ask::Votes),
+        vec![2, 3],
+        "a candidate asks again every voter that has not answered"
     );
     // A voter that granted this candidate grants the repeated request again: votedFor is
-    // the candidate (Figure 2, RequestVote rule 2), and nothing new must be persisted.
+    // the candidate (Figure 2, RequestVote rule 2).
     let mut voter = node(2, 0, vec![]);
     let e = voter.on_message(1, vote_req(1, 1, 0, 0));
     assert_eq!(granted(&durable(&mut voter, e)), Some(true));
@@ -1129,11 +1116,7 @@ fn unanswered_vote_requests_are_asked_again_on_the_tick() {
         },
     );
     durable(&mut n, e);
-    let asked: Vec<NodeId> = sent(&tick(&mut n))
-        .iter()
-        .filter(|(_, m)| matches!(m, Message::RequestVote { term: 1, .. }))
-        .map(|(to, _)| *to)
-        .collect();
+    let asked = asked_on_tick(&mut n, Ask::Votes);
     assert_eq!(asked, vec![2]);
     // Node 2 grants: leader. The tick then asks nobody for anything.
     let e = n.on_message(
@@ -1159,4 +1142,21 @@ fn unanswered_vote_requests_are_asked_again_on_the_tick() {
 fn tick(n: &mut RaftCore) -> Vec<Effect> {
     let e = n.on_tick();
     durable(n, e)
+}
+
+enum Ask {
+    PreVotes,
+    Votes,
+}
+
+/// The voters a heartbeat tick asks again, for pre-votes or votes for term 1.
+fn asked_on_tick(n: &mut RaftCore, ask: Ask) -> Vec<NodeId> {
+    sent(&tick(n))
+        .into_iter()
+        .filter(|(_, m)| match ask {
+            Ask::PreVotes => matches!(m, Message::PreVote { term: 1, .. }),
+            Ask::Votes => matches!(m, Message::RequestVote { term: 1, .. }),
+        })
+        .map(|(to, _)| to)
+        .collect()
 }

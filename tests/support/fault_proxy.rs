@@ -23,6 +23,7 @@
 // of the API.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -192,6 +193,22 @@ impl FaultProxy {
     pub fn bytes_forwarded(&self) -> u64 {
         self.shared.bytes.load(Ordering::SeqCst)
     }
+}
+
+/// A proxy for every directed link among `nodes` (id, address to reach it), keyed by
+/// (from, to): node `from` should dial the proxy's `listen_addr` to reach `to`.
+pub fn proxy_every_link(nodes: &[(u64, SocketAddr)]) -> BTreeMap<(u64, u64), FaultProxy> {
+    let mut proxies = BTreeMap::new();
+    for &(from, _) in nodes {
+        for &(to, target) in nodes {
+            if from != to {
+                let proxy = FaultProxy::start("127.0.0.1:0".parse().expect("addr"), target)
+                    .expect("start proxy");
+                proxies.insert((from, to), proxy);
+            }
+        }
+    }
+    proxies
 }
 
 impl fmt::Debug for FaultProxy {
