@@ -17,6 +17,7 @@ impl RaftCore {
         }
         self.leader_id = None;
         self.prevotes = Some(BTreeSet::from([self.id]));
+        self.answered.clear();
         self.effects.push(Effect::ResetElectionTimer);
         info!(
             "[node {} term {}] election timeout: asks {} peers for pre-votes for term {} (last log {}/{})",
@@ -59,27 +60,29 @@ impl RaftCore {
     }
 
     /// "Servers retry RPCs if they do not receive a response in a timely manner" (§5.1):
-    /// on each heartbeat tick of a pre-vote or an election, voters are asked again. A
-    /// pre-vote asks every voter that has not granted: a refusal may be temporary (the
-    /// voter still follows a leader it has not yet found silent), and asking changes
-    /// nothing. An election asks only the voters that have not answered: a refusal in the
-    /// same term is final (it voted for another, or our log is behind), so a split vote
-    /// waits for the randomized timeout, as it must. A voter that granted us its vote in
-    /// this term grants it again (RequestVote rule 2).
+    /// on each heartbeat tick of a pre-vote or an election, the voters that have not
+    /// answered are asked again. A refusal is an answer: a voter that still follows its
+    /// leader, or chose another candidate, is asked again only at the next randomized
+    /// timeout, as before (asking a refusing voter every tick made elections more likely
+    /// on a starved machine, where both followers time out close together). Both requests
+    /// are idempotent: a pre-vote changes nothing, and a voter that granted this candidate
+    /// its vote in this term grants it again (RequestVote rule 2).
     pub(super) fn retry_vote_requests(&mut self) {
         if self.role == Role::Leader {
             return;
         }
         let voters = self.membership().other_voters(self.id);
-        let (missing, what): (Vec<NodeId>, &str) = if let Some(granted) = &self.prevotes {
-            let missing = voters.into_iter().filter(|v| !granted.contains(v));
-            (missing.collect(), "pre-votes")
+        let what = if self.prevotes.is_some() {
+            "pre-votes"
         } else if self.role == Role::Candidate {
-            let missing = voters.into_iter().filter(|v| !self.answered.contains(v));
-            (missing.collect(), "votes")
+            "votes"
         } else {
             return;
         };
+        let missing: Vec<NodeId> = voters
+            .into_iter()
+            .filter(|v| !self.answered.contains(v))
+            .collect();
         if missing.is_empty() {
             return;
         }
@@ -157,6 +160,7 @@ impl RaftCore {
         let Some(prevotes) = self.prevotes.as_mut() else {
             return;
         };
+        self.answered.insert(from);
         if !granted || term != wanted {
             return;
         }

@@ -285,8 +285,8 @@ pub struct RaftCore {
     votes: BTreeSet<NodeId>,
     /// Pre-votes gathered for term `current_term + 1`; `Some` while pre-campaigning.
     prevotes: Option<BTreeSet<NodeId>>,
-    /// Voters that answered this candidate's RequestVote, either way: the others are asked
-    /// again on the next tick (`retry_vote_requests`).
+    /// Voters that answered the pre-vote or election in progress, either way: the others
+    /// are asked again on the next tick (`retry_vote_requests`).
     answered: BTreeSet<NodeId>,
     // Leader state (Figure 2, "volatile state on leaders"; next_index lives in Replicators).
     peer_match: BTreeMap<NodeId, LogIndex>,
