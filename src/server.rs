@@ -6,7 +6,7 @@ use log::{info, warn};
 use crate::actors::consensus::LogClock;
 use crate::config::Config;
 use crate::kv::{KvStore, StoreDisk};
-use crate::net::tcp::{serve_inbound, Listener, TcpTransport};
+use crate::net::tcp::{serve_inbound, FrameThread, Listener, TcpTransport};
 use crate::node::{start_node, Bootstrap, NodeDeps};
 use crate::raft::NodeId;
 use crate::storage::FileStorage;
@@ -109,6 +109,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
             tls,
         },
         node.consensus.clone().recipient(),
+        FrameThread::start(config.id)
+            .map_err(|e| format!("cannot start the peer frame thread: {}", e))?,
     ));
     info!(
         "[node {}] listening: clients on http://{}, peers on {}",

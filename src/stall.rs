@@ -1,5 +1,5 @@
 //! A watchdog on the thread that runs the consensus core, its Replicators and the peer
-//! connections. Heartbeats go out from that thread; when it does not run for a while,
+//! connections (large inbound frames are read on a thread of their own). Heartbeats go out from that thread; when it does not run for a while,
 //! followers stop hearing from their leader and may elect another. The watchdog says so
 //! in the log (once per interval), and tells the two causes apart: the thread was busy
 //! with work of its own, or it waited for a CPU (the machine is overloaded). The election

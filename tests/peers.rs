@@ -237,7 +237,8 @@ fn a_paused_follower_does_not_grow_the_leader_and_catches_up() {
 /// 32 MiB frames over 16 connections at once, posing as one of the followers. Every frame
 /// is a valid message (a snapshot chunk of term 0, which the leader refuses), so the
 /// connections stay open and keep sending. The leader holds at most that peer's inbound
-/// budget of them, keeps leading, and keeps acknowledging writes.
+/// budget of them, keeps leading, and keeps acknowledging writes; its consensus thread,
+/// which sends the heartbeats, is never kept busy by the flood.
 #[test]
 fn a_peer_flooding_32_mib_frames_does_not_grow_the_leader() {
     use raftkv::net::auth::ClusterSecret;
@@ -331,5 +332,18 @@ fn a_peer_flooding_32_mib_frames_does_not_grow_the_leader() {
         (now.role.as_str(), now.term),
         ("leader", term),
         "the leader lost its role or term under the flood"
+    );
+    // The frames are read, decoded and freed off the consensus thread, so its watchdog
+    // never finds it busy for 100 ms (it did, in every run, when that thread read them).
+    let busy: Vec<String> = c
+        .log_text(leader)
+        .lines()
+        .filter(|l| l.contains("stalled") && l.contains("busy with its own work"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        busy.is_empty(),
+        "the flood kept the leader's consensus thread busy:\n{}",
+        busy.join("\n")
     );
 }

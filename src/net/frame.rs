@@ -2,10 +2,8 @@
 //! frame on a connection is a [`Hello`] naming the sender and its cluster.
 
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::{self, CodecError};
 use crate::raft::{Message, NodeId};
@@ -152,22 +150,18 @@ pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Message, Fr
     Ok(codec::decode(&read_frame(r).await?)?)
 }
 
-/// Reads one message, first taking room for its frame from `budget` (in KiB). The room is
-/// held, with the message, until the caller drops the permit: however many connections a
-/// peer opens, what its frames occupy at once stays within the budget.
-pub async fn read_message_within<R: AsyncRead + Unpin>(
+/// Reads a message frame's length prefix: `Closed` at a clean end, `Oversized` above
+/// `MAX_FRAME_BYTES` (nothing is allocated for it).
+pub async fn read_message_len<R: AsyncRead + Unpin>(r: &mut R) -> Result<usize, FrameError> {
+    read_len(r, MAX_FRAME_BYTES).await
+}
+
+/// Reads the `len`-byte payload that follows `read_message_len` and decodes it.
+pub async fn read_message_payload<R: AsyncRead + Unpin>(
     r: &mut R,
-    budget: &Arc<Semaphore>,
-) -> Result<(Message, OwnedSemaphorePermit), FrameError> {
-    let len = read_len(r, MAX_FRAME_BYTES).await?;
-    let kib = len.div_ceil(1024) as u32;
-    let permit = budget
-        .clone()
-        .acquire_many_owned(kib)
-        .await
-        .map_err(|_| FrameError::Closed)?;
-    let msg = codec::decode(&read_payload(r, len).await?)?;
-    Ok((msg, permit))
+    len: usize,
+) -> Result<Message, FrameError> {
+    Ok(codec::decode(&read_payload(r, len).await?)?)
 }
 
 #[cfg(test)]
