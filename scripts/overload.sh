@@ -112,6 +112,9 @@ if total == 0:
     sys.exit()
 within = buckets.get(0.1, 0)
 p99 = min(le for le, n in buckets.items() if n >= 0.99 * total)
-print(f"nodes: {int(total)} 5xx answers on /kv, {100 * within / total:.1f}% within 100 ms, p99 <= {p99 * 1000:g} ms (histogram bucket)")
+slowest = min(le for le, n in buckets.items() if n >= total)
+print(f"nodes: {int(total)} 5xx answers on /kv, {100 * within / total:.1f}% within 100 ms "
+      f"({int(total - within)} slower), p99 <= {p99 * 1000:g} ms, slowest <= {slowest * 1000:g} ms "
+      "(histogram buckets)")
 '
 grep -h "ERROR\|panicked" "$DIR"/node*.log | head -5 || true
