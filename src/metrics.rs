@@ -25,7 +25,7 @@ pub struct Metrics {
     pub elections_started: IntCounter,
     pub elections_won: IntCounter,
     pub leader_changes: IntCounter,
-    /// Client proposals by result: accepted, not_leader, overloaded, timeout.
+    /// Client proposals by result: accepted, not_leader, overloaded, shed, timeout.
     pub proposals: IntCounterVec,
     pub commit_latency: Histogram,
     pub apply_latency: Histogram,
@@ -111,7 +111,8 @@ impl Metrics {
             ),
             proposals: counter_vec(
                 "raftkv_proposals_total",
-                "Client writes by outcome: accepted, not_leader, overloaded, timeout.",
+                "Client writes by outcome: accepted, not_leader, overloaded (refused by the core), \
+                 shed (refused by the gateway while the core refuses), timeout.",
                 &["result"],
             ),
             commit_latency: histogram(
@@ -187,7 +188,7 @@ impl Metrics {
         for r in ["follower", "candidate", "leader"] {
             m.role.with_label_values(&[r]).set(0);
         }
-        for r in ["accepted", "not_leader", "overloaded", "timeout"] {
+        for r in ["accepted", "not_leader", "overloaded", "shed", "timeout"] {
             m.proposals.with_label_values(&[r]);
         }
         m

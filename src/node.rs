@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::actors::consensus::{Consensus, ConsensusLinks, LogClock, RaftOptions};
+use crate::actors::consensus::{Consensus, ConsensusLinks, LogClock, RaftOptions, Shedding};
 use crate::actors::election_timer::ElectionTimer;
 use crate::actors::log_store::LogStore;
 use crate::actors::state_machine::{
@@ -55,6 +55,8 @@ pub struct NodeHandle {
     pub consensus: Addr<Consensus>,
     pub state_machine: Addr<StateMachine>,
     pub metrics: Arc<Metrics>,
+    /// On while the leader refuses writes for overload: the gateway refuses them itself.
+    pub shedding: Shedding,
 }
 
 /// Makes the log agree with the store it restarts with. The store is the snapshot: the log
@@ -149,6 +151,7 @@ pub fn start_node(
         threaded,
     };
     let mut state_machine = None;
+    let shedding = Shedding::default();
     let applied_gauge = AppliedGauge::new(applied.index);
     let consensus = Consensus::create(|ctx| {
         let links = StateMachineLinks {
@@ -187,6 +190,7 @@ pub fn start_node(
                     applied: applied_gauge,
                 },
                 metrics: metrics.clone(),
+                shedding: shedding.clone(),
             },
             clock,
             seed ^ 0x5eed,
@@ -199,5 +203,6 @@ pub fn start_node(
         consensus,
         state_machine,
         metrics,
+        shedding,
     })
 }

@@ -510,6 +510,66 @@ fn same_seed_same_run() {
     assert_ne!(a, fingerprint(4243), "different seeds should differ");
 }
 
+// ----- overload -----
+
+/// While the leader's core refuses proposals because too much waits to commit, a write is
+/// refused on the gateway's path itself, with the core's reason, without reaching the
+/// consensus actor (where it would wait behind every queued request); once the entries
+/// commit, writes are accepted again.
+#[test]
+fn writes_are_shed_at_the_gateway_while_the_core_refuses_them() {
+    for seed in seeds(1300, 3) {
+        let options = raftkv::actors::consensus::RaftOptions {
+            log_limits: raftkv::raft::LogLimits {
+                max_uncommitted_entries: 4,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        sim::simulate_with(3, seed, NetConfig::reliable(), options, |sim| async move {
+            let (l, _) = sim.wait_leader(&[1, 2, 3], 3 * SECOND).await.unwrap();
+            assert!(written(&sim.put(l, "base", "0").await));
+            let node = sim.handle(l).unwrap();
+            let count = |result: &str| node.metrics.proposals.with_label_values(&[result]).get();
+            // Nothing the leader appends now can commit: four entries fill its room.
+            sim.isolate(l);
+            let mut pending = Vec::new();
+            for i in 0..4 {
+                let sim = sim.clone();
+                pending.push(actix::spawn(async move {
+                    sim.put(l, &format!("held{}", i), "x").await
+                }));
+            }
+            sim.sleep(Duration::from_millis(5)).await;
+            let refused = sim.put(l, "fifth", "x").await;
+            assert!(
+                matches!(&refused, ClientResponse::Overloaded { reason }
+                    if reason.contains("4 entries") && reason.contains("waiting to commit")),
+                "{:?}",
+                refused
+            );
+            assert_eq!((count("overloaded"), count("shed")), (1, 0));
+            for i in 0..10 {
+                assert_eq!(sim.put(l, &format!("shed{}", i), "x").await, refused);
+            }
+            assert_eq!(
+                (count("overloaded"), count("shed")),
+                (1, 10),
+                "the refusals came from the core, not the gateway"
+            );
+            // Healed before an election timeout: the held entries commit under the same
+            // leader, and the gateway lets writes through again.
+            sim.heal();
+            for p in pending {
+                let r = p.await.unwrap();
+                assert!(written(&r), "{:?}", r);
+            }
+            assert_eq!(node.shedding.refusing(), None);
+            assert!(written(&sim.put(l, "after", "y").await));
+        });
+    }
+}
+
 // ----- snapshots, compaction and InstallSnapshot (Figure 13) -----
 
 /// A 25-entry log tail, in memory and on disk: a follower that misses more needs a

@@ -168,6 +168,15 @@ async fn call(state: &GatewayState, request: ClientRequest) -> ClientResponse {
     dispatch(&state.node, request, state.request_timeout).await
 }
 
+/// While the leader refuses proposals for overload, a write is refused here, at once,
+/// with the core's reason (`Shedding`): not queued behind the requests in the consensus
+/// actor's mailbox only to be refused there.
+fn shed(node: &NodeHandle) -> Option<ClientResponse> {
+    let reason = node.shedding.refusing()?;
+    node.metrics.proposals.with_label_values(&["shed"]).inc();
+    Some(ClientResponse::Overloaded { reason })
+}
+
 /// Sends a client request into `node` and waits at most `timeout` for the outcome: the
 /// exact path every HTTP handler takes (the simulator's clients use it too).
 pub async fn dispatch(
@@ -176,6 +185,11 @@ pub async fn dispatch(
     timeout: Duration,
 ) -> ClientResponse {
     let is_write = matches!(request, ClientRequest::Write { .. });
+    if is_write {
+        if let Some(refused) = shed(node) {
+            return refused;
+        }
+    }
     let call = node.consensus.send(ClientCall {
         request,
         forwarded: false,
@@ -282,6 +296,10 @@ async fn put(
             &format!("value exceeds {} bytes", MAX_VALUE_BYTES),
             None,
         );
+    }
+    // Not worth reading the body of a write that will be refused.
+    if let Some(refused) = shed(&state.node) {
+        return respond(refused);
     }
     // Room for the body among the bodies in flight (a chunked body may be the largest),
     // now or never: an overloaded node answers at once, before it reads the body, instead

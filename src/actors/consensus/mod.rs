@@ -12,8 +12,10 @@ use tokio::sync::oneshot;
 
 mod handlers;
 mod options;
+mod shedding;
 
 pub use options::{LogClock, RaftOptions};
+pub use shedding::Shedding;
 
 use super::election_timer::{ElectionTimeout, ElectionTimer, ResetTimer, StopTimer};
 use super::log_store::{LogStore, PersistCmd, StopLogStore};
@@ -95,6 +97,8 @@ struct Forwarded {
 
 pub struct Consensus {
     core: RaftCore,
+    /// On while the core refuses proposals for overload: the gateway refuses writes itself.
+    shedding: Shedding,
     options: RaftOptions,
     transport: Arc<dyn Transport>,
     timer: Addr<ElectionTimer>,
@@ -150,6 +154,8 @@ pub struct ConsensusLinks {
     pub log_store: Addr<LogStore>,
     pub state_machine: StateMachineRef,
     pub metrics: Arc<Metrics>,
+    /// Switched on while the core refuses proposals for overload (the gateway reads it).
+    pub shedding: Shedding,
 }
 
 /// Something an operator wants on the timeline: a role or term change, a new leader, a
@@ -253,6 +259,7 @@ impl Consensus {
                     applied,
                 },
             metrics,
+            shedding,
         } = links;
         // On start the commit index is what the state machine has applied.
         let core_snapshot_index = core.commit_index();
@@ -287,6 +294,7 @@ impl Consensus {
             reachable: None,
             proposed_at: VecDeque::new(),
             stopped: false,
+            shedding,
         }
         .reaching_members()
     }
@@ -332,6 +340,15 @@ impl Consensus {
     fn run(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
         self.execute(effects, ctx);
         self.observe();
+        if self.shedding.is_on() {
+            self.core.note_applied(self.applied.get());
+            if !matches!(
+                self.core.admission(),
+                Err(ProposeError::Overloaded { .. } | ProposeError::ApplyBehind { .. })
+            ) {
+                self.shedding.stop();
+            }
+        }
         let leader = self.core.leader_id();
         if leader != self.known_leader {
             self.known_leader = leader;
@@ -807,24 +824,24 @@ impl Consensus {
                         });
                     }
                     Err(ProposeError::Overloaded { entries, bytes }) => {
-                        let _ = tx.send(ClientResponse::Overloaded {
-                            reason: format!(
-                                "overloaded: {} entries ({} KiB) are waiting to commit; not \
-                                 applied, retry later",
-                                entries,
-                                bytes / 1024
-                            ),
-                        });
+                        let reason = format!(
+                            "overloaded: {} entries ({} KiB) are waiting to commit; not \
+                             applied, retry later",
+                            entries,
+                            bytes / 1024
+                        );
+                        self.shedding.start(&reason);
+                        let _ = tx.send(ClientResponse::Overloaded { reason });
                     }
                     Err(ProposeError::ApplyBehind { entries, bytes }) => {
-                        let _ = tx.send(ClientResponse::Overloaded {
-                            reason: format!(
-                                "overloaded: {} entries ({} KiB) are waiting to be applied to \
-                                 the store (a slow disk); not applied, retry later",
-                                entries,
-                                bytes / 1024
-                            ),
-                        });
+                        let reason = format!(
+                            "overloaded: {} entries ({} KiB) are waiting to be applied to the \
+                             store (a slow disk); not applied, retry later",
+                            entries,
+                            bytes / 1024
+                        );
+                        self.shedding.start(&reason);
+                        let _ = tx.send(ClientResponse::Overloaded { reason });
                     }
                 }
                 self.run(effects, ctx);

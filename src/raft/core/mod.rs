@@ -661,20 +661,15 @@ impl RaftCore {
         self.applied = self.applied.max(index);
     }
 
-    /// A client command: appended to the leader's log; returns its (index, term), or why
-    /// not: this node does not lead, or too much is already waiting to commit.
-    pub fn propose(
-        &mut self,
-        payload: Payload,
-    ) -> (Result<(LogIndex, Term), ProposeError>, Vec<Effect>) {
+    /// Whether a proposal would be appended now, or why not: this node does not lead, it
+    /// is handing leadership over, or too much is already waiting to commit or to be
+    /// applied (`LogLimits`).
+    pub fn admission(&self) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return (Err(ProposeError::NotLeader), Vec::new());
+            return Err(ProposeError::NotLeader);
         }
         if let Some(t) = self.transfer {
-            return (
-                Err(ProposeError::Transferring { target: t.target }),
-                Vec::new(),
-            );
+            return Err(ProposeError::Transferring { target: t.target });
         }
         let last = self.log.last_index();
         let entries = last - self.commit_index;
@@ -682,16 +677,25 @@ impl RaftCore {
         if entries >= self.limits.max_uncommitted_entries
             || bytes >= self.limits.max_uncommitted_bytes
         {
-            return (Err(ProposeError::Overloaded { entries, bytes }), Vec::new());
+            return Err(ProposeError::Overloaded { entries, bytes });
         }
         let applied = self.applied.min(self.commit_index);
         let (entries, bytes) = (last - applied, self.log.bytes_between(applied, last));
         if entries >= self.limits.max_unapplied_entries || bytes >= self.limits.max_unapplied_bytes
         {
-            return (
-                Err(ProposeError::ApplyBehind { entries, bytes }),
-                Vec::new(),
-            );
+            return Err(ProposeError::ApplyBehind { entries, bytes });
+        }
+        Ok(())
+    }
+
+    /// A client command: appended to the leader's log; returns its (index, term), or why
+    /// not (`admission`).
+    pub fn propose(
+        &mut self,
+        payload: Payload,
+    ) -> (Result<(LogIndex, Term), ProposeError>, Vec<Effect>) {
+        if let Err(e) = self.admission() {
+            return (Err(e), Vec::new());
         }
         let index = self.append_own(payload);
         self.effects.push(Effect::ReplicateNow);
