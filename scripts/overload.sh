@@ -117,4 +117,16 @@ print(f"nodes: {int(total)} 5xx answers on /kv, {100 * within / total:.1f}% with
       f"({int(total - within)} slower), p99 <= {p99 * 1000:g} ms, slowest <= {slowest * 1000:g} ms "
       "(histogram buckets)")
 '
+# Writes by outcome, as the nodes count them (refused by the core, or shed at the gateway
+# while the core refuses).
+for k in 1 2 3; do curl -s --max-time 5 "http://127.0.0.1:800$k/metrics"; done | python3 -c '
+import re, sys
+counts = {}
+for line in sys.stdin:
+    m = re.match(r"raftkv_proposals_total\{(.*)\} (\S+)", line)
+    if m:
+        result = dict(re.findall(r"(\w+)=\"([^\"]*)\"", m.group(1))).get("result", "?")
+        counts[result] = counts.get(result, 0) + int(float(m.group(2)))
+print("proposals: " + ", ".join("%s %d" % kv for kv in sorted(counts.items())))
+'
 grep -h "ERROR\|panicked" "$DIR"/node*.log | head -5 || true

@@ -241,6 +241,17 @@ fn a_paused_follower_does_not_grow_the_leader_and_catches_up() {
 /// which sends the heartbeats, is never kept busy by the flood.
 #[test]
 fn a_peer_flooding_32_mib_frames_does_not_grow_the_leader() {
+    flood_with_32_mib_frames(true);
+}
+
+/// The same flood against a follower, posing as the other follower: it keeps following
+/// in the same term (no election of its own), stays bounded, and is caught up at the end.
+#[test]
+fn a_peer_flooding_32_mib_frames_does_not_grow_a_follower() {
+    flood_with_32_mib_frames(false);
+}
+
+fn flood_with_32_mib_frames(at_leader: bool) {
     use raftkv::net::auth::ClusterSecret;
     use raftkv::net::frame::{encode_frame, MAX_FRAME_BYTES};
     use raftkv::net::tcp::dial;
@@ -248,14 +259,24 @@ fn a_peer_flooding_32_mib_frames_does_not_grow_the_leader() {
     use std::sync::atomic::AtomicBool;
     use tokio::io::AsyncWriteExt;
 
-    let c = Cluster::start_with("frame-flood", ClusterOptions::defaults(3));
+    let name = if at_leader {
+        "flood-leader"
+    } else {
+        "flood-follower"
+    };
+    let c = Cluster::start_with(name, ClusterOptions::defaults(3));
     let (leader, term) = c.wait_for_leader(ELECTION_DEADLINE);
-    let posing_as = c.followers_of(leader)[0];
+    let followers = c.followers_of(leader);
+    let (target, posing_as) = if at_leader {
+        (leader, followers[0])
+    } else {
+        (followers[0], followers[1])
+    };
     c.put_acked(leader, "before", b"v");
     let secret_text = std::fs::read_to_string(c.dir.join("cluster.secret")).unwrap();
     let secret = ClusterSecret::from_text(&secret_text).unwrap();
-    let addr = c.raft_addr(leader);
-    let pid = c.pid(leader).unwrap();
+    let addr = c.raft_addr(target);
+    let pid = c.pid(target).unwrap();
     let before = rss_kib(pid);
 
     let mut frame = Vec::new();
@@ -285,7 +306,7 @@ fn a_peer_flooding_32_mib_frames_does_not_grow_the_leader() {
         rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let Ok(mut s) =
-                    dial(posing_as, leader, &addr, "raftkv", secret.clone(), None).await
+                    dial(posing_as, target, &addr, "raftkv", secret.clone(), None).await
                 else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -313,9 +334,11 @@ fn a_peer_flooding_32_mib_frames_does_not_grow_the_leader() {
     stop.store(true, Ordering::Relaxed);
     rt.shutdown_timeout(Duration::from_secs(1));
     let sent = sent.load(Ordering::Relaxed);
+    let role = if at_leader { "leader" } else { "follower" };
     eprintln!(
-        "flood: {} frames of 32 MiB sent; leader RSS {} MiB before, peak {} MiB; {} writes acknowledged meanwhile",
+        "flood: {} frames of 32 MiB sent; {} RSS {} MiB before, peak {} MiB; {} writes acknowledged meanwhile",
         sent,
+        role,
         before / 1024,
         peak / 1024,
         written
@@ -323,27 +346,36 @@ fn a_peer_flooding_32_mib_frames_does_not_grow_the_leader() {
     assert!(sent >= 8, "the flood did not get through: {} frames", sent);
     assert!(
         peak < before + 128 * 1024,
-        "leader RSS grew from {} to {} MiB under the flood",
+        "{} RSS grew from {} to {} MiB under the flood",
+        role,
         before / 1024,
         peak / 1024
     );
-    let now = c.status(leader).unwrap();
-    assert_eq!(
-        (now.role.as_str(), now.term),
-        ("leader", term),
-        "the leader lost its role or term under the flood"
-    );
+    for (id, role) in [(leader, "leader"), (target, role)] {
+        let now = c.status(id).unwrap();
+        assert_eq!(
+            (now.role.as_str(), now.term),
+            (role, term),
+            "node {} lost its role or term under the flood",
+            id
+        );
+    }
     // The frames are read, decoded and freed off the consensus thread, so its watchdog
     // never finds it busy for 100 ms (it did, in every run, when that thread read them).
     let busy: Vec<String> = c
-        .log_text(leader)
+        .log_text(target)
         .lines()
         .filter(|l| l.contains("stalled") && l.contains("busy with its own work"))
         .map(str::to_string)
         .collect();
     assert!(
         busy.is_empty(),
-        "the flood kept the leader's consensus thread busy:\n{}",
+        "the flood kept the {}'s consensus thread busy:\n{}",
+        role,
         busy.join("\n")
     );
+    if !at_leader {
+        let commit = c.status(leader).unwrap().commit_index;
+        c.wait_applied(target, commit, Duration::from_secs(10));
+    }
 }
