@@ -685,7 +685,12 @@ impl FrameThread {
             let msg = read_message_payload(&mut r, len).await?;
             Ok((r, msg))
         });
-        job.await.unwrap_or(Err(FrameError::Closed))
+        job.await.unwrap_or_else(|e| {
+            Err(FrameError::Io(std::io::Error::other(format!(
+                "the frame thread dropped the read: {}",
+                e
+            ))))
+        })
     }
 
     /// Gives back to the system the memory of the frames this thread decoded that other
@@ -926,5 +931,46 @@ fn log_read_error(me: &Listener, from: NodeId, remote: SocketAddr, e: FrameError
             "[node {}] closing connection from peer {} ({}): {}",
             me.self_id, from, remote, e
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A large frame is read on the frame thread, and the reader comes back with what
+    /// followed it still in place (its buffer travels with it).
+    #[tokio::test]
+    async fn a_large_frame_is_read_on_the_frame_thread_and_the_reader_comes_back() {
+        let frames = FrameThread::start(1).unwrap();
+        let big = Message::InstallSnapshot {
+            term: 3,
+            leader_id: 2,
+            last_included_index: 10,
+            last_included_term: 3,
+            offset: 0,
+            data: vec![7; OFF_THREAD_FRAME_BYTES],
+            done: false,
+            read_seq: 1,
+            stream: 1,
+        };
+        let small = Message::RequestVoteResponse {
+            term: 4,
+            vote_granted: true,
+        };
+        let mut bytes = Vec::new();
+        encode_frame(&mut bytes, &big).unwrap();
+        encode_frame(&mut bytes, &small).unwrap();
+        let (mut tx, rx) = tokio::io::duplex(16 * 1024);
+        let writer = tokio::spawn(async move { tx.write_all(&bytes).await.unwrap() });
+        let mut r = BufReader::with_capacity(64 * 1024, rx);
+        let len = read_message_len(&mut r).await.unwrap();
+        assert!(len >= OFF_THREAD_FRAME_BYTES);
+        let (mut r, msg) = frames.read(r, len).await.unwrap();
+        assert_eq!(msg, big);
+        let len = read_message_len(&mut r).await.unwrap();
+        assert!(len < OFF_THREAD_FRAME_BYTES);
+        assert_eq!(read_message_payload(&mut r, len).await.unwrap(), small);
+        writer.await.unwrap();
     }
 }
