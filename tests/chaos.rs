@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster::{wait_for, Cluster, ClusterOptions};
-use fault_proxy::{proxy_every_link, LinkMode};
+use fault_proxy::{proxied_cluster, LinkMode};
 use linearizability::{check, CheckResult, Op, Operation, Outcome};
 use raftkv::client::{encode_key, http_request};
 use rand::rngs::StdRng;
@@ -106,17 +106,8 @@ fn linearizable_and_convergent_under_process_and_network_faults() {
     let mut rng = StdRng::seed_from_u64(seed);
 
     let opts = ClusterOptions::fast(3).request_timeout_ms(1500);
-    let mut c = Cluster::prepare("chaos", opts);
+    let (mut c, proxies) = proxied_cluster("chaos", opts);
     let ids = c.ids();
-    let nodes: Vec<(u64, std::net::SocketAddr)> = ids
-        .iter()
-        .map(|&id| (id, c.raft_addr(id).parse().expect("raft addr")))
-        .collect();
-    let proxies = proxy_every_link(&nodes);
-    for (&(from, to), proxy) in &proxies {
-        c.route_peer(from, to, proxy.listen_addr().to_string());
-    }
-    c.launch();
     c.wait_for_leader(Duration::from_secs(10));
 
     let epoch = Instant::now();

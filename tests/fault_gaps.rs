@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster::{Cluster, ClusterOptions};
-use fault_proxy::{proxy_every_link, FaultProxy, LinkMode};
+use fault_proxy::{proxied_cluster, LinkMode};
 use raftkv::client::http_request;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -112,25 +112,6 @@ fn longest_gap(acked: &[(Instant, String)], from: Instant, to: Instant) -> (Dura
         longest = (to - last, last);
     }
     longest
-}
-
-/// A cluster whose every directed peer link runs through a fault proxy, launched.
-fn proxied_cluster(
-    name: &str,
-    opts: ClusterOptions,
-) -> (Cluster, BTreeMap<(u64, u64), FaultProxy>) {
-    let mut c = Cluster::prepare(name, opts);
-    let nodes: Vec<(u64, std::net::SocketAddr)> = c
-        .ids()
-        .iter()
-        .map(|&id| (id, c.raft_addr(id).parse().expect("raft addr")))
-        .collect();
-    let proxies = proxy_every_link(&nodes);
-    for (&(from, to), proxy) in &proxies {
-        c.route_peer(from, to, proxy.listen_addr().to_string());
-    }
-    c.launch();
-    (c, proxies)
 }
 
 fn leader_of(c: &Cluster) -> u64 {

@@ -1063,6 +1063,24 @@ fn entries_compacted_from_memory_are_served_from_disk() {
 
 // ----- §5.1: RPCs are retried -----
 
+/// `n` gets a vote answer from `from` (a pre-vote answer when `pre`) and makes its effects
+/// durable.
+fn answer_vote(n: &mut RaftCore, from: NodeId, pre: bool, term: Term, granted: bool) {
+    let msg = if pre {
+        Message::PreVoteResponse {
+            term,
+            vote_granted: granted,
+        }
+    } else {
+        Message::RequestVoteResponse {
+            term,
+            vote_granted: granted,
+        }
+    };
+    let e = n.on_message(from, msg);
+    durable(n, e);
+}
+
 #[test]
 fn unanswered_vote_requests_are_asked_again_on_the_tick() {
     let mut n = node(1, 0, vec![]);
@@ -1074,25 +1092,11 @@ fn unanswered_vote_requests_are_asked_again_on_the_tick() {
     assert_eq!(n.current_term(), 0, "asking again changes no term");
     // A refusal is an answer: node 3 (still following its leader) refuses and is not
     // asked again before the next timeout; node 2, silent, is.
-    let e = n.on_message(
-        3,
-        Message::PreVoteResponse {
-            term: 0,
-            vote_granted: false,
-        },
-    );
-    durable(&mut n, e);
+    answer_vote(&mut n, 3, true, 0, false);
     let asked = asked_on_tick(&mut n, Ask::PreVotes);
     assert_eq!(asked, vec![2]);
     // Node 2 grants: the election starts. Its vote answer is lost too.
-    let e = n.on_message(
-        2,
-        Message::PreVoteResponse {
-            term: 1,
-            vote_granted: true,
-        },
-    );
-    durable(&mut n, e);
+    answer_vote(&mut n, 2, true, 1, true);
     assert_eq!((n.role(), n.current_term()), (Role::Candidate, 1));
     assert_eq!(
         asked_on_tick(&mut n, Ask::Votes),
@@ -1108,25 +1112,11 @@ fn unanswered_vote_requests_are_asked_again_on_the_tick() {
     assert_eq!(granted(&durable(&mut voter, e)), Some(true));
     // Node 3 refuses: a refusal in this term is final, so only node 2 is asked again
     // (a split vote must wait for the randomized timeout).
-    let e = n.on_message(
-        3,
-        Message::RequestVoteResponse {
-            term: 1,
-            vote_granted: false,
-        },
-    );
-    durable(&mut n, e);
+    answer_vote(&mut n, 3, false, 1, false);
     let asked = asked_on_tick(&mut n, Ask::Votes);
     assert_eq!(asked, vec![2]);
     // Node 2 grants: leader. The tick then asks nobody for anything.
-    let e = n.on_message(
-        2,
-        Message::RequestVoteResponse {
-            term: 1,
-            vote_granted: true,
-        },
-    );
-    durable(&mut n, e);
+    answer_vote(&mut n, 2, false, 1, true);
     assert_eq!(n.role(), Role::Leader);
     let after = sent(&tick(&mut n));
     assert!(

@@ -211,6 +211,26 @@ pub fn proxy_every_link(nodes: &[(u64, SocketAddr)]) -> BTreeMap<(u64, u64), Fau
     proxies
 }
 
+/// A cluster (`crate::cluster`, which every user of this module includes too) whose every
+/// peer link goes through a proxy of its own, launched; the proxies keyed by (from, to).
+pub fn proxied_cluster(
+    name: &str,
+    opts: crate::cluster::ClusterOptions,
+) -> (crate::cluster::Cluster, BTreeMap<(u64, u64), FaultProxy>) {
+    let mut c = crate::cluster::Cluster::prepare(name, opts);
+    let nodes: Vec<(u64, SocketAddr)> = c
+        .ids()
+        .iter()
+        .map(|&id| (id, c.raft_addr(id).parse().expect("raft addr")))
+        .collect();
+    let proxies = proxy_every_link(&nodes);
+    for (&(from, to), proxy) in &proxies {
+        c.route_peer(from, to, proxy.listen_addr().to_string());
+    }
+    c.launch();
+    (c, proxies)
+}
+
 impl fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FaultProxy")
